@@ -1,0 +1,144 @@
+"""The `pyro-adgm` command line: parses options, calls the library, prints results."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+
+import click
+
+from cli.errors import one_line_errors
+from cli.prepare import prepare
+from pyro_adgm import runs
+from pyro_adgm.augment import BACKENDS
+from pyro_adgm.training import METHODS, TrainConfig
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def app(verbose):
+    """Semi-supervised chest X-ray classification with the Auxiliary Deep Generative Model.
+
+    \b
+    Example:
+      pyro-adgm train --task 2class --labels 50 --epochs 3
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+
+
+app.add_command(prepare)
+
+
+# train
+
+
+@app.command()
+@click.option("--task", default="2class", show_default=True, help="2class (normal / abnormal) or 3class (normal / opacity / not-normal).")
+@click.option("--labels", "labels_per_class", type=click.IntRange(min=1), default=50, show_default=True, help="Labelled training images per class.")
+@click.option("--data", type=click.Path(), default=None, help="Prepared dataset folder (`pyro-adgm prepare ...`); the built-in demo phantoms when omitted.")
+@click.option("--method", type=click.Choice(METHODS), default="adgm", show_default=True, help="adgm, or the supervised baseline: q(y|a,x) on the labelled images alone.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the paper's 100 (2class) / 200 (3class).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=8), default=None, help="Resize images to this side (default: the dataset's).")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=TrainConfig.warmup_epochs, show_default=True, help="KL weight rises 0 -> 1 over this many epochs.")
+@click.option("--beta", type=click.FloatRange(min=0), default=TrainConfig.beta, show_default=True, help="alpha = beta * (N_l + N_u) / N_l.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda[:N].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the label draw, the initialisation and the noise.")
+@click.option("--augment", type=click.Choice(BACKENDS), default="device", show_default=True, help="Random flips and affine transforms, per image.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/TASK-METHOD-NlabelS-seedS).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped (other options but --epochs are taken from it).")
+@one_line_errors
+def train(task, labels_per_class, data, method, epochs, batch_size, image_size, warmup_epochs, beta, lr, device, seed,
+          augment, out_dir, resume_dir):  # fmt: skip
+    """Train an ADGM (or the supervised baseline) and write a run directory.
+
+    \b
+    Examples:
+      pyro-adgm train --task 2class --labels 50 --epochs 3            # demo data, about a minute on a CPU
+      pyro-adgm train --task 3class --labels 4000 --data data/rsna225 --device cuda
+      pyro-adgm train --resume runs/2class-adgm-50labels-seed0
+    """
+    if resume_dir is not None:
+        report, run_dir = runs.resume(resume_dir, epochs=epochs)
+    else:
+        config = TrainConfig(task=task, labels_per_class=labels_per_class, epochs=epochs, batch_size=batch_size,
+                             warmup_epochs=warmup_epochs, beta=beta, lr=lr, device=device, seed=seed, augment=augment,
+                             method=method)  # fmt: skip
+        report, run_dir = runs.train(config, data=data, image_size=image_size, run_dir=out_dir)
+    click.echo(format_report(report))
+    click.echo(f"run directory: {run_dir}")
+
+
+# evaluate / sample / predict
+
+
+@app.command()
+@click.option("--checkpoint", type=click.Path(), required=True, help="best.pt or last.pt of a run.")
+@click.option("--data", type=click.Path(), default=None, help="Prepared dataset (default: the one the checkpoint was trained on).")
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Where to write evaluation-SPLIT.json and confusion-SPLIT.png (default: next to the checkpoint).")
+@click.option("--device", default="auto", show_default=True)
+@one_line_errors
+def evaluate(checkpoint, data, split, out_dir, device):
+    """Accuracy, per-class accuracy and confusion matrix of a checkpoint on a split.
+
+    \b
+    Example:
+      pyro-adgm evaluate --checkpoint runs/2class-adgm-50labels-seed0/best.pt --split val
+    """
+    report = runs.evaluate(checkpoint, data=data, split=split, out_dir=out_dir, device=device)
+    click.echo(format_report(report))
+
+
+@app.command()
+@click.option("--checkpoint", type=click.Path(), required=True)
+@click.option("--class", "class_name", required=True, help="2class: normal, abnormal; 3class: normal, opacity, not-normal.")
+@click.option("--n", type=click.IntRange(min=1), default=16, show_default=True, help="Number of images.")
+@click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True, help="PNG file to write.")
+@click.option("--seed", type=int, default=None, help="Seed for z ~ p(z).")
+@click.option("--device", default="auto", show_default=True)
+@one_line_errors
+def sample(checkpoint, class_name, n, out, seed, device):
+    """Draw X-rays of one class from p(x|z,y), z ~ p(z), as a PNG grid.
+
+    \b
+    Example:
+      pyro-adgm sample --checkpoint runs/3class-adgm-4000labels-seed0/best.pt --class opacity --n 16 --out opacity.png
+    """
+    path = runs.sample(checkpoint, class_name, n=n, out=out, seed=seed, device=device)
+    click.echo(f"wrote {n} images of class {class_name} to {path}")
+
+
+@app.command()
+@click.option("--checkpoint", type=click.Path(), required=True)
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--device", default="auto", show_default=True)
+@one_line_errors
+def predict(checkpoint, files, device):
+    """Class probabilities for DICOM/PNG/JPEG files, as CSV on standard output.
+
+    \b
+    Example:
+      pyro-adgm predict --checkpoint runs/2class-adgm-50labels-seed0/best.pt scan1.dcm scan2.png > predictions.csv
+    """
+    rows = runs.predict(checkpoint, files, device=device)
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def format_report(report: dict) -> str:
+    """A plain-text table of a classification report."""
+    names = report["class_names"]
+    lines = [f"{report.get('split', 'val')} accuracy: {report['accuracy']:.4f} on {report['n']} images"
+             + (f", ROC AUC {report['roc_auc']:.4f}" if report.get("roc_auc") is not None else "")]  # fmt: skip
+    width = max(len(n) for n in names) + 2
+    lines.append("per-class accuracy: " + ", ".join(
+        f"{n} {a:.3f}" if a is not None else f"{n} n/a" for n, a in report["per_class_accuracy"].items()))  # fmt: skip
+    lines.append("confusion matrix (rows true, columns predicted):")
+    lines.append(" " * width + "".join(f"{n:>{width}}" for n in names))
+    for name, row in zip(names, report["confusion_matrix"]):
+        lines.append(f"{name:<{width}}" + "".join(f"{c:>{width}}" for c in row))
+    return "\n".join(lines)

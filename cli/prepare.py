@@ -1,0 +1,161 @@
+"""`pyro-adgm prepare ...`: turn a data source into the prepared-dataset format, once."""
+
+from __future__ import annotations
+
+import click
+
+from cli.errors import one_line_errors
+
+
+@click.group()
+def prepare():
+    """Prepare a data source once into the on-disk format that training reads.
+
+    \b
+    Example:
+      pyro-adgm prepare demo --out data/demo
+    """
+
+
+@prepare.command("demo")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write.")
+@click.option("--n-images", default=1200, show_default=True, help="Number of phantoms.")
+@click.option("--size", default=64, show_default=True, help="Image side in pixels.")
+@click.option("--val-fraction", default=0.1, show_default=True)
+@click.option("--test-fraction", default=0.1, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@one_line_errors
+def prepare_demo(out_dir, n_images, size, val_fraction, test_fraction, seed):
+    """The built-in procedural phantoms (normal / opacity / not-normal).
+
+    \b
+    Example:
+      pyro-adgm prepare demo --out data/demo --size 64
+    """
+    from data_tools.demo import make_demo_dataset
+
+    dataset = make_demo_dataset(n_images, size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    path = dataset.save(out_dir)
+    click.echo(f"wrote {len(dataset.index)} images of {size}x{size} to {path}")
+
+
+def _image_options(command):
+    """Options shared by the commands that decode image files (rsna, folder)."""
+    options = [
+        click.option("--size", default=225, show_default=True, help="Side of the square output images, in pixels."),
+        click.option(
+            "--square",
+            type=click.Choice(["crop", "pad"]),
+            default="crop",
+            show_default=True,
+            help="Non-square images: centre-crop to the shorter side, or pad with black to the longer side.",
+        ),
+        click.option(
+            "--voi-lut/--no-voi-lut", default=False, show_default=True, help="Apply the DICOM VOI LUT or window."
+        ),
+        click.option("--workers", type=int, default=None, help="Worker processes (default: one per CPU; 0: none)."),
+        click.option("--val-fraction", default=0.1, show_default=True, help="Share of patients per class in val."),
+        click.option("--test-fraction", default=0.0, show_default=True, help="Share of patients per class in test."),
+        click.option("--seed", default=0, show_default=True, help="Seed of the split draw."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _common_options(command):
+    options = [
+        click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write."),
+        click.option(
+            "--max-failure-fraction",
+            default=0.05,
+            show_default=True,
+            help="Stop when more than this share of the images cannot be used.",
+        ),
+        click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _echo_result(result):
+    click.echo(f"wrote {result.n_images} images to {result.path} ({result.decoded_this_run} decoded in this run)")
+    for split in ("train", "val", "test"):
+        if split in result.counts:
+            classes = ", ".join(f"{name}: {n}" for name, n in sorted(result.counts[split].items()))
+            click.echo(f"  {split}: {classes}")
+    click.echo(f"{result.n_failed} images left out; report: {result.report_path}")
+
+
+@prepare.command("rsna")
+@click.option("--root", type=click.Path(file_okay=False), help="The Kaggle download folder.")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False), help="Default: ROOT/stage_2_train_images.")
+@click.option("--labels-csv", type=click.Path(dir_okay=False), help="Default: ROOT/stage_2_train_labels.csv.")
+@click.option("--class-csv", type=click.Path(dir_okay=False), help="Default: ROOT/stage_2_detailed_class_info.csv.")
+@_image_options
+@_common_options
+@one_line_errors
+def prepare_rsna(root, images_dir, labels_csv, class_csv, size, square, voi_lut, workers, val_fraction, test_fraction,
+                 seed, out_dir, max_failure_fraction, progress):
+    """The RSNA Pneumonia Detection Challenge (Kaggle layout), one image per patient.
+
+    Killed, the same command run again carries on where it stopped.
+
+    \b
+    Example:
+      pyro-adgm prepare rsna --root ~/rsna --size 225 --out data/rsna-225 --workers 4
+    """
+    from data_tools.rsna import prepare_rsna as run
+
+    result = run(
+        out_dir, root=root, images_dir=images_dir, labels_csv=labels_csv, class_csv=class_csv, size=size,
+        square=square, voi_lut=voi_lut, workers=workers, val_fraction=val_fraction, test_fraction=test_fraction,
+        seed=seed, max_failure_fraction=max_failure_fraction, progress=progress,
+    )
+    _echo_result(result)
+
+
+@prepare.command("medmnist")
+@click.argument("npz_file", type=click.Path(dir_okay=False))
+@click.option("--size", type=int, default=None, help="Resize to this side (default: the file's own size).")
+@click.option(
+    "--class-names", default=None, help="Comma-separated names of labels 0, 1, ... (default: from the file name)."
+)
+@_common_options
+@one_line_errors
+def prepare_medmnist(npz_file, size, class_names, out_dir, max_failure_fraction, progress):
+    """A MedMNIST .npz file, keeping its train/val/test splits.
+
+    \b
+    Example:
+      pyro-adgm prepare medmnist pneumoniamnist_28.npz --out data/pneumoniamnist
+    """
+    from data_tools.medmnist import prepare_medmnist as run
+
+    names = [name.strip() for name in class_names.split(",")] if class_names else None
+    result = run(npz_file, out_dir, size=size, class_names=names, max_failure_fraction=max_failure_fraction,
+                 progress=progress)
+    _echo_result(result)
+
+
+@prepare.command("folder")
+@click.argument("root", type=click.Path(file_okay=False))
+@_image_options
+@_common_options
+@one_line_errors
+def prepare_folder(root, size, square, voi_lut, workers, val_fraction, test_fraction, seed, out_dir,
+                   max_failure_fraction, progress):
+    """A folder with one sub-folder per class of PNG/JPEG/DICOM files (train/, val/, test/ above them kept).
+
+    \b
+    Example:
+      pyro-adgm prepare folder chest_xray/ --size 225 --out data/kermany-225
+    """
+    from data_tools.folder import prepare_folder as run
+
+    result = run(
+        root, out_dir, size=size, square=square, voi_lut=voi_lut, workers=workers, val_fraction=val_fraction,
+        test_fraction=test_fraction, seed=seed, max_failure_fraction=max_failure_fraction, progress=progress,
+    )
+    _echo_result(result)

@@ -1,0 +1,54 @@
+"""Classifier evaluation: batched class probabilities and the metrics of a report (via scikit-learn)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, roc_auc_score
+
+from pyro_adgm.model import ADGM
+
+
+def to_float_images(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, S, S) or (B, C, S, S) -> float (B, C, S, S) in [0, 1]."""
+    x = images_uint8.float().div_(255)
+    return x.unsqueeze(1) if x.dim() == 3 else x
+
+
+def predict_proba(model: ADGM, images: torch.Tensor, *, batch_size: int = 256, device: torch.device | str = "cpu",
+                  num_samples: int = 0) -> np.ndarray:  # fmt: skip
+    """Class probabilities (N, K) for uint8 images (N, S, S) (any device or a numpy array)."""
+    images = torch.as_tensor(images)
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = to_float_images(images[start : start + batch_size].to(device))
+        out.append(model.classify(x, num_samples=num_samples).cpu())
+    if not out:
+        return np.zeros((0, model.num_classes), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def classification_report(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict:
+    """Accuracy, per-class accuracy (recall), confusion matrix (rows true, columns predicted) and ROC AUC.
+
+    ROC AUC is that of the abnormal-vs-rest score for two classes, one-vs-rest macro average otherwise; None
+    where a class is missing from ``labels``.
+    """
+    labels = np.asarray(labels)
+    k = len(class_names)
+    predicted = probs.argmax(1)
+    matrix = confusion_matrix(labels, predicted, labels=list(range(k)))
+    per_class = {name: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None) for i, name in enumerate(class_names)}
+    auc = None
+    if len(labels) and len(np.unique(labels)) == k:
+        auc = float(roc_auc_score(labels, probs[:, 1])) if k == 2 else float(roc_auc_score(labels, probs, multi_class="ovr"))
+    return {
+        "n": int(len(labels)),
+        "accuracy": float((predicted == labels).mean()) if len(labels) else None,
+        "per_class_accuracy": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "roc_auc": auc,
+        "class_names": list(class_names),
+    }

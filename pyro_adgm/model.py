@@ -1,0 +1,238 @@
+"""The Auxiliary Deep Generative Model (Maaløe et al. 2016) as a Pyro model and guide.
+
+Generative model:  p(z) p(y) p(x|z,y) p(a|z,y,x), with p(z) = N(0, I), p(y) = Cat(pi), p(x|z,y) from a
+likelihood (Gaussian by default) and p(a|z,y,x) Gaussian.
+Inference model:   q(a|x) q(y|a,x) q(z|a,y,x), all Gaussian but q(y|a,x), which is categorical and is summed
+out exactly (parallel enumeration under ``TraceEnum_ELBO``) when y is not observed.
+
+For a labelled batch the program adds ``alpha * log q(y|a,x)`` (the auxiliary classification term of
+Kingma et al. 2014 / Maaløe et al. 2016) as a factor, with a drawn from q(a|x), so that its loss is
+L(x, y) + alpha * (-log q(y|a,x)). Sizing the plate with ``data_size`` scales a batch to the whole data set, so
+that one step's loss is an unbiased estimate of J^alpha = sum_l [L + alpha CE] + sum_u U (no averaging).
+The KL terms (the a and z sites, in model and guide) are multiplied by ``kl_weight`` (warm-up).
+
+Shapes: x (B, C, S, S) float in [0, 1]; y (B,) int64 class indices; K classes; under enumeration y is one-hot
+(K, 1, K) and z (K, B, Z).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.contrib.autoname import scope
+from torch import nn
+
+from pyro_adgm.likelihoods import LIKELIHOODS
+from pyro_adgm.networks import conv_networks, mlp_networks
+
+NETWORK_NAMES = ("aux_encoder", "classifier", "latent_encoder", "aux_decoder", "image_decoder")
+
+
+class SharedNoiseNormal(dist.Normal):
+    """A Normal whose reparameterised draw uses one standard-normal noise for all enumerated values.
+
+    loc/scale: (..., B, D) where "..." are enumeration dims; the noise is drawn with shape (B, D) and broadcast,
+    so z_k = mu_k + sigma_k * eps for every class k. Each z_k keeps its exact distribution (the ELBO stays
+    unbiased), but the bounds of different classes are compared under common random numbers, which takes most
+    of the sampling noise out of the gradient that the unlabelled term sends to q(y|a,x).
+    """
+
+    def rsample(self, sample_shape=torch.Size()):
+        sample_shape = torch.Size(sample_shape)
+        noise_shape = sample_shape + (1,) * max(self.loc.dim() - 2, 0) + self.loc.shape[-2:]
+        noise = torch.empty(noise_shape, dtype=self.loc.dtype, device=self.loc.device).normal_()
+        return self.loc + self.scale * noise
+
+
+def kl_weighted(weight: float):
+    """Scale the log densities of the sites inside by ``weight`` (0 removes them from the objective)."""
+    if weight > 0:
+        return poutine.scale(scale=float(weight))
+    return poutine.mask(mask=False)
+
+
+class ADGM(nn.Module):
+    """The ADGM with its five networks; ``model``/``guide`` are the Pyro programs.
+
+    Keyword arguments:
+        num_classes: K.
+        image_size: S, square images (B, C, S, S); 28 to 256 for the convolutional networks.
+        a_dim, z_dim: sizes of the auxiliary and latent variables.
+        architecture: ``"conv"`` (the chest X-ray networks) or ``"mlp"`` (the ADGM paper's MNIST networks).
+        channels: widths of the stride-2 conv layers (as many are used as the image size needs).
+        hidden: widths of the dense hidden layers of each head.
+        dropout: dropout probability after each conv/dense layer.
+        likelihood: ``"gaussian"`` or ``"bernoulli"`` for p(x|z,y).
+        class_prior: pi (K,), uniform by default.
+        in_channels: C.
+        networks: replacements for any of ``aux_encoder``, ``classifier``, ``latent_encoder``,
+            ``aux_decoder``, ``image_decoder`` (see :mod:`pyro_adgm.networks` for their interfaces).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 2,
+        image_size: int = 64,
+        a_dim: int = 64,
+        z_dim: int = 64,
+        architecture: str = "conv",
+        channels: Sequence[int] = (32, 64, 128, 256, 256),
+        hidden: Sequence[int] | None = None,
+        dropout: float = 0.2,
+        likelihood: str = "gaussian",
+        class_prior: Sequence[float] | None = None,
+        in_channels: int = 1,
+        networks: dict[str, nn.Module] | None = None,
+        pyro_name: str = "adgm",
+    ):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes: expected at least 2, got {num_classes}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood: expected one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
+        if architecture not in ("conv", "mlp"):
+            raise ValueError(f"architecture: expected 'conv' or 'mlp', got {architecture!r}")
+        networks = dict(networks or {})
+        unknown = set(networks) - set(NETWORK_NAMES)
+        if unknown:
+            raise ValueError(f"networks: unknown name(s) {sorted(unknown)}; expected some of {NETWORK_NAMES}")
+        self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
+        self.a_dim, self.z_dim = a_dim, z_dim
+        self.likelihood = LIKELIHOODS[likelihood]()
+        self.pyro_name = pyro_name
+        hidden = tuple(hidden) if hidden is not None else ((256,) if architecture == "conv" else (500, 500))
+        self.config = {
+            "num_classes": num_classes, "image_size": image_size, "a_dim": a_dim, "z_dim": z_dim,
+            "architecture": architecture, "channels": list(channels), "hidden": list(hidden), "dropout": dropout,
+            "likelihood": likelihood, "in_channels": in_channels,
+            "class_prior": list(class_prior) if class_prior is not None else None,
+            "custom_networks": sorted(networks),
+        }  # fmt: skip
+        common = dict(image_size=image_size, num_classes=num_classes, a_dim=a_dim, z_dim=z_dim, in_channels=in_channels,
+                      out_channels=self.likelihood.params_per_channel * in_channels, hidden=hidden, dropout=dropout)  # fmt: skip
+        missing = [name for name in NETWORK_NAMES if name not in networks]
+        if missing:
+            defaults = conv_networks(channels=channels, **common) if architecture == "conv" else mlp_networks(**common)
+            networks.update({name: defaults[name] for name in missing})
+        for name in NETWORK_NAMES:
+            self.add_module(name, networks[name])
+        prior = torch.full((num_classes,), 1.0 / num_classes) if class_prior is None else torch.as_tensor(class_prior, dtype=torch.float)
+        if prior.shape != (num_classes,) or (prior < 0).any() or abs(float(prior.sum()) - 1) > 1e-4:
+            raise ValueError(f"class_prior: expected {num_classes} non-negative probabilities summing to 1")
+        self.register_buffer("class_prior", prior)
+
+    # helpers
+
+    def one_hot(self, y: torch.Tensor) -> torch.Tensor:
+        """Class indices (B,) -> one-hot float (B, K) in the dtype of the networks."""
+        return F.one_hot(y.long(), self.num_classes).to(self.class_prior.dtype)
+
+    @staticmethod
+    def _plate(name: str, data_size: int | None, batch: int, device: torch.device):
+        if data_size is None:
+            return pyro.plate(name, batch, dim=-1)
+        return pyro.plate(name, data_size, subsample=torch.arange(batch, device=device), dim=-1)
+
+    # the probabilistic program
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, *, data_size: int | None = None,
+              kl_weight: float = 1.0, alpha: float = 0.0, plate_name: str = "data") -> None:  # fmt: skip
+        """p(z) p(y) p(x|z,y) p(a|z,y,x), plus ``alpha * log q(y|a,x)`` when y is observed.
+
+        x: (B, C, S, S) float in [0, 1]; y: (B,) int64 or None (unlabelled: y comes from the guide).
+        data_size: N, the number of examples the batch stands for (plate scale N/B); None means B.
+        """
+        pyro.module(self.pyro_name, self)
+        batch = x.shape[0]
+        y_onehot = None if y is None else self.one_hot(y)
+        with self._plate(plate_name, data_size, batch, x.device):
+            with kl_weighted(kl_weight):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0).expand([batch, self.z_dim]).to_event(1))
+            prior = self.class_prior.to(x.dtype).expand(batch, self.num_classes)
+            y_value = pyro.sample("y", dist.OneHotCategorical(probs=prior), obs=y_onehot)
+            pyro.sample("x", self.likelihood(self.image_decoder(z=z, y=y_value)), obs=x)
+            with kl_weighted(kl_weight):
+                a_loc, a_scale = self.aux_decoder(x, z=z, y=y_value)
+                a = pyro.sample("a", dist.Normal(a_loc, a_scale).to_event(1))
+            if y_onehot is not None and alpha > 0:
+                log_q_y = (y_onehot * self.classifier(x, a=a).log_softmax(-1)).sum(-1)
+                pyro.factor("y_aux", alpha * log_q_y)
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, *, data_size: int | None = None,
+              kl_weight: float = 1.0, alpha: float = 0.0, plate_name: str = "data") -> None:  # fmt: skip
+        """q(a|x) q(y|a,x) q(z|a,y,x); y is enumerated in parallel when not observed. Arguments as :meth:`model`."""
+        pyro.module(self.pyro_name, self)
+        batch = x.shape[0]
+        with self._plate(plate_name, data_size, batch, x.device):
+            with kl_weighted(kl_weight):
+                a_loc, a_scale = self.aux_encoder(x)
+                a = pyro.sample("a", dist.Normal(a_loc, a_scale).to_event(1))
+            if y is None:
+                logits = self.classifier(x, a=a)
+                y_value = pyro.sample("y", dist.OneHotCategorical(logits=logits), infer={"enumerate": "parallel"})
+            else:
+                y_value = self.one_hot(y)
+            with kl_weighted(kl_weight):
+                z_loc, z_scale = self.latent_encoder(x, a=a, y=y_value)
+                pyro.sample("z", SharedNoiseNormal(z_loc, z_scale).to_event(1))
+
+    def semi_supervised_model(self, x_labelled, y_labelled, x_unlabelled, *, labelled_size=None, unlabelled_size=None,
+                              kl_weight: float = 1.0, alpha: float = 0.0) -> None:  # fmt: skip
+        """One step's program: a labelled and an unlabelled batch, sites prefixed ``labelled/``, ``unlabelled/``.
+
+        Either batch may be None. The loss is an unbiased estimate of J^alpha over ``labelled_size`` +
+        ``unlabelled_size`` examples.
+        """
+        self._semi_supervised(self.model, x_labelled, y_labelled, x_unlabelled, labelled_size, unlabelled_size, kl_weight, alpha)
+
+    def semi_supervised_guide(self, x_labelled, y_labelled, x_unlabelled, *, labelled_size=None, unlabelled_size=None,
+                              kl_weight: float = 1.0, alpha: float = 0.0) -> None:  # fmt: skip
+        """The guide matching :meth:`semi_supervised_model`."""
+        self._semi_supervised(self.guide, x_labelled, y_labelled, x_unlabelled, labelled_size, unlabelled_size, kl_weight, alpha)
+
+    @staticmethod
+    def _semi_supervised(program, x_l, y_l, x_u, size_l, size_u, kl_weight, alpha):
+        if x_l is not None:
+            with scope(prefix="labelled"):
+                program(x_l, y_l, data_size=size_l, kl_weight=kl_weight, alpha=alpha, plate_name="labelled_data")
+        if x_u is not None:
+            with scope(prefix="unlabelled"):
+                program(x_u, None, data_size=size_u, kl_weight=kl_weight, plate_name="unlabelled_data")
+
+    # queries
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Switch to eval mode (batch-norm running statistics, no dropout) and back, without gradients."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
+    def classify(self, x: torch.Tensor, num_samples: int = 0) -> torch.Tensor:
+        """Class probabilities (B, K) from q(y|a,x), with a at the mean of q(a|x) (``num_samples=0``) or
+        averaged over ``num_samples`` draws of a. Runs in eval mode."""
+        with self.evaluating():
+            a_loc, a_scale = self.aux_encoder(x)
+            if num_samples <= 0:
+                return self.classifier(x, a=a_loc).softmax(-1)
+            a = dist.Normal(a_loc, a_scale).sample((num_samples,))
+            return self.classifier(x, a=a).softmax(-1).mean(0)
+
+    def generate(self, y: int | torch.Tensor, n: int = 16) -> torch.Tensor:
+        """Images of class ``y``: the mean of p(x|z,y) for n draws z ~ p(z); (n, C, S, S) in [0, 1], eval mode."""
+        device = self.class_prior.device
+        labels = torch.full((n,), int(y), device=device) if not torch.is_tensor(y) else y.to(device).expand(n)
+        with self.evaluating():
+            z = torch.randn(n, self.z_dim, device=device, dtype=self.class_prior.dtype)
+            return self.likelihood.mean(self.image_decoder(z=z, y=self.one_hot(labels)))

@@ -1,0 +1,216 @@
+"""Whole jobs, as the CLI runs them and as a script can call them: train, resume, evaluate, sample, predict.
+
+These functions join the data tools (prepared datasets, the demo phantoms) to the model and trainer; the CLI
+only parses options and prints what they return.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyro
+import torch
+import torch.nn.functional as F
+
+from data_tools.dataset import PreparedDataset, labelled_subset
+from data_tools.demo import make_demo_dataset
+from data_tools.errors import InputError
+from pyro_adgm.checkpoint import atomic_write_json, load_checkpoint
+from pyro_adgm.evaluation import classification_report, predict_proba
+from pyro_adgm.model import ADGM
+from pyro_adgm.plots import plot_confusion, save_image_grid
+from pyro_adgm.training import TrainConfig, Trainer, TrainingData, resolve_device
+
+logger = logging.getLogger(__name__)
+
+DEMO_DEFAULTS = {"n_images": 4000, "image_size": 64, "seed": 0}
+
+
+# data
+
+
+def open_dataset(data: str | Path | None, demo: dict | None = None) -> PreparedDataset:
+    """A prepared dataset folder, or the demo phantoms (``demo`` settings) when ``data`` is None."""
+    if data is None:
+        settings = {**DEMO_DEFAULTS, **(demo or {})}
+        return make_demo_dataset(settings["n_images"], settings["image_size"], seed=settings["seed"])
+    return PreparedDataset.load(data)
+
+
+def load_images(dataset: PreparedDataset, rows: np.ndarray, image_size: int | None = None, chunk: int = 1024) -> torch.Tensor:
+    """Rows of the dataset as a uint8 tensor (n, S, S), resized (anti-aliased) when ``image_size`` differs."""
+    rows = np.sort(np.asarray(rows, dtype=np.int64)) if len(rows) else np.zeros(0, dtype=np.int64)
+    size = image_size or dataset.image_size
+    out = torch.empty((len(rows), size, size), dtype=torch.uint8)
+    for start in range(0, len(rows), chunk):
+        part = torch.from_numpy(np.asarray(dataset.images[rows[start : start + chunk]]))
+        if size != dataset.image_size:
+            resized = F.interpolate(part[:, None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            part = resized[:, 0].round().clamp(0, 255).to(torch.uint8)
+        out[start : start + len(part)] = part
+    return out
+
+
+def split_rows(dataset: PreparedDataset, labels: np.ndarray, split: str) -> np.ndarray:
+    rows = dataset.split_indices(split)
+    return rows[labels[rows] >= 0]
+
+
+def build_training_data(dataset: PreparedDataset, task: str, labels_per_class: int, *, seed: int,
+                        image_size: int | None = None, description: dict | None = None) -> TrainingData:  # fmt: skip
+    """Labelled subset (``labels_per_class`` per class, seeded, training split only), the rest of the training
+    split unlabelled, and the validation split."""
+    labels, class_names = dataset.task_labels(task)
+    train_rows = dataset.split_indices("train")
+    val_rows = split_rows(dataset, labels, "val")
+    if len(val_rows) == 0:
+        raise InputError(f"{dataset.name}: no validation images for task {task!r} (prepare it with a validation fraction)")
+    labelled = labelled_subset(labels, train_rows[labels[train_rows] >= 0], labels_per_class, class_names, seed=seed)
+    unlabelled = np.setdiff1d(train_rows, labelled)
+    return TrainingData(
+        labelled_images=load_images(dataset, labelled, image_size),
+        labelled_labels=torch.from_numpy(labels[labelled]),
+        unlabelled_images=load_images(dataset, unlabelled, image_size),
+        val_images=load_images(dataset, val_rows, image_size),
+        val_labels=torch.from_numpy(labels[val_rows]),
+        class_names=class_names,
+        description=description or {},
+    )
+
+
+# training
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    return Path("runs") / f"{config.task}-{config.method}-{config.labels_per_class}labels-seed{config.seed}"
+
+
+def prepare_trainer(config: TrainConfig, *, data: str | Path | None = None, demo: dict | None = None,
+                    image_size: int | None = None, run_dir: str | Path | None = None,
+                    model_options: dict | None = None, model: ADGM | None = None) -> Trainer:  # fmt: skip
+    """Build data, model and trainer for a new run (seeded: the same config gives the same run)."""
+    pyro.set_rng_seed(config.seed)
+    dataset = open_dataset(data, demo)
+    size = image_size or dataset.image_size
+    description = {"data": str(Path(data).resolve()) if data is not None else None,
+                   "demo": {**DEMO_DEFAULTS, **(demo or {})} if data is None else None, "image_size": size}  # fmt: skip
+    training_data = build_training_data(dataset, config.task, config.labels_per_class, seed=config.seed,
+                                        image_size=size, description=description)  # fmt: skip
+    if model is None:
+        model = ADGM(num_classes=len(training_data.class_names), image_size=size, **(model_options or {}))
+    elif model.num_classes != len(training_data.class_names) or model.image_size != size:
+        raise InputError(f"model: built for {model.num_classes} classes at {model.image_size}px, data has "
+                         f"{len(training_data.class_names)} classes at {size}px")  # fmt: skip
+    return Trainer(model, training_data, config, run_dir or default_run_dir(config))
+
+
+def train(config: TrainConfig, **kwargs) -> tuple[dict, Path]:
+    """Train a new run; returns the validation report of the best checkpoint and the run directory.
+
+    Keyword arguments as :func:`prepare_trainer`. A run directory that already holds a run is refused.
+    """
+    trainer = prepare_trainer(config, **kwargs)
+    if (trainer.run_dir / "last.pt").exists():
+        raise InputError(f"{trainer.run_dir}: already holds a run; continue it with --resume {trainer.run_dir} or choose another --out")
+    return trainer.fit(), trainer.run_dir
+
+
+def resume(run_dir: str | Path, *, epochs: int | None = None) -> tuple[dict, Path]:
+    """Continue the run in ``run_dir`` from its last checkpoint (optionally to a new number of epochs)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise InputError(f"{run_dir}: no config.json; expected a run directory written by `pyro-adgm train`")
+    if not (run_dir / "last.pt").is_file():
+        raise InputError(f"{run_dir}: no last.pt yet; the run finished no epoch, start it again instead")
+    saved = json.loads(config_path.read_text())
+    config = TrainConfig.from_dict(saved["train"])
+    if epochs is not None:
+        config.epochs = epochs
+    model_config = {k: v for k, v in saved["model"].items() if k not in ("num_classes", "image_size", "custom_networks")}
+    if saved["model"].get("custom_networks"):
+        raise InputError(f"{run_dir}: the model has custom networks; resume it from Python with Trainer.fit(resume=True)")
+    data = saved["data"]
+    trainer = prepare_trainer(config, data=data["data"], demo=data["demo"], image_size=data["image_size"],
+                              run_dir=run_dir, model_options=model_config)  # fmt: skip
+    return trainer.fit(resume=True), run_dir
+
+
+# using a checkpoint
+
+
+def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[ADGM, dict]:
+    """The model of a checkpoint, in eval mode on ``device``, and the checkpoint's other contents."""
+    state = load_checkpoint(checkpoint)
+    config = dict(state["model_config"])
+    if config.pop("custom_networks", None):
+        raise InputError(f"{checkpoint}: the model has custom networks; build it in Python and load_state_dict(model_state)")
+    model = ADGM(**config)
+    model.load_state_dict(state["model_state"])
+    return model.to(resolve_device(device)).eval(), state
+
+
+def class_index(state: dict, class_name: str, checkpoint: str | Path) -> int:
+    names = list(state["class_names"])
+    if class_name not in names:
+        raise InputError(f"--class {class_name!r}: {checkpoint} has classes {', '.join(names)}")
+    return names.index(class_name)
+
+
+def evaluate(checkpoint: str | Path, *, data: str | Path | None = None, split: str = "val",
+             out_dir: str | Path | None = None, device: str = "auto") -> dict:  # fmt: skip
+    """Accuracy, per-class accuracy, confusion matrix and ROC AUC of a checkpoint on a split.
+
+    ``data`` defaults to the data the checkpoint was trained on. Writes ``evaluation-SPLIT.json`` and
+    ``confusion-SPLIT.png`` to ``out_dir`` (default: the checkpoint's folder).
+    """
+    model, state = load_model(checkpoint, device)
+    description = state.get("data", {})
+    dataset = open_dataset(data, None) if data is not None else open_dataset(description.get("data"), description.get("demo"))
+    task = state["train_config"]["task"]
+    labels, class_names = dataset.task_labels(task)
+    if list(class_names) != list(state["class_names"]):
+        raise InputError(f"{dataset.name}: task {task!r} has classes {list(class_names)}, the checkpoint {list(state['class_names'])}")
+    rows = split_rows(dataset, labels, split)
+    if len(rows) == 0:
+        raise InputError(f"{dataset.name}: the {split!r} split holds no images")
+    probs = predict_proba(model, load_images(dataset, rows, model.image_size), device=next(model.parameters()).device)
+    report = classification_report(probs, labels[rows], class_names)
+    report.update(split=split, checkpoint=str(checkpoint), data=dataset.name)
+    out_dir = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
+    atomic_write_json(out_dir / f"evaluation-{split}.json", report)
+    plot_confusion(report["confusion_matrix"], class_names, out_dir / f"confusion-{split}.png",
+                   title=f"{split}: accuracy {report['accuracy']:.3f}")  # fmt: skip
+    return report
+
+
+def sample(checkpoint: str | Path, class_name: str, *, n: int = 16, out: str | Path = "samples.png",
+           seed: int | None = None, device: str = "auto") -> Path:  # fmt: skip
+    """Write a PNG grid of ``n`` generated X-rays of ``class_name``."""
+    if n < 1:
+        raise InputError(f"--n: expected at least 1 image, got {n}")
+    model, state = load_model(checkpoint, device)
+    label = class_index(state, class_name, checkpoint)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    images = model.generate(label, n)
+    save_image_grid(images, Path(out))
+    return Path(out)
+
+
+def predict(checkpoint: str | Path, files: Sequence[str | Path], *, device: str = "auto") -> list[dict]:
+    """Class probabilities for each DICOM/PNG/JPEG file: rows {file, predicted, p_<class>...}."""
+    from data_tools.imaging import load_grayscale, to_uint8_square
+
+    model, state = load_model(checkpoint, device)
+    images = np.stack([to_uint8_square(load_grayscale(path), model.image_size) for path in files])
+    probs = predict_proba(model, torch.from_numpy(images), device=next(model.parameters()).device)
+    names = state["class_names"]
+    return [
+        {"file": str(path), "predicted": names[int(p.argmax())], **{f"p_{name}": float(p[k]) for k, name in enumerate(names)}}
+        for path, p in zip(files, probs)
+    ]

@@ -1,0 +1,359 @@
+"""Training: SVI with TraceEnum_ELBO over paired labelled/unlabelled batches, KL warm-up, checkpoints, resume.
+
+One optimiser step draws an unlabelled batch and a labelled batch and maximises the semi-supervised objective
+J^alpha of :class:`~pyro_adgm.model.ADGM` (alpha = beta * (N_l + N_u) / N_l). An epoch is one pass over the
+unlabelled images (ceil(N_u / batch) steps); the labelled images are cycled through in a fresh order each
+pass. The ``supervised`` method trains only q(a|x) and q(y|a,x) on the labelled images with the same networks,
+augmentation, optimiser, number of steps and model selection, as a baseline.
+
+A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch), ``last.pt`` and ``best.pt``
+(best validation accuracy), all written atomically, and at the end ``report.json``, ``confusion.png`` and
+``curves.png``. :meth:`Trainer.fit` continues from ``last.pt`` when asked to resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import SVI, TraceEnum_ELBO
+from tqdm.auto import tqdm
+
+from pyro_adgm.augment import make_augment
+from pyro_adgm.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from pyro_adgm.evaluation import classification_report, predict_proba, to_float_images
+from pyro_adgm.model import ADGM
+from pyro_adgm.plots import plot_confusion, plot_curves
+
+logger = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("epoch", "train_loss", "labelled_bound", "unlabelled_bound", "classification_loss", "kl_weight",
+                  "train_accuracy", "val_accuracy", "seconds")  # fmt: skip
+METHODS = ("adgm", "supervised")
+PAPER_EPOCHS = {"2class": 100, "3class": 200}
+
+# labelled-only programs (the supervised baseline, or no unlabelled data) have nothing to enumerate
+warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites configured for enumeration")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch, the step and the last good checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run; defaults are the paper's (Adam 1e-4, betas (0.9, 0.999), decay 1e-5)."""
+
+    task: str = "2class"
+    labels_per_class: int = 50
+    epochs: int | None = None  # None: 100 for 2class, 200 otherwise
+    batch_size: int = 32
+    warmup_epochs: float = 100.0
+    beta: float = 1.0
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-5
+    device: str = "auto"
+    seed: int = 0
+    augment: str = "device"
+    method: str = "adgm"
+    eval_batch_size: int = 256
+    diagnostics_size: int = 256  # images per epoch on which the labelled/unlabelled bounds are reported
+
+    def resolved_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else PAPER_EPOCHS.get(self.task, 200)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        values = dict(values)
+        values["betas"] = tuple(values.get("betas", (0.9, 0.999)))
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class TrainingData:
+    """Images as uint8 tensors (N, S, S); labels int64 (N,). Only the labelled subset carries labels."""
+
+    labelled_images: torch.Tensor
+    labelled_labels: torch.Tensor
+    unlabelled_images: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    class_names: tuple[str, ...]
+    description: dict = field(default_factory=dict)  # where the data came from, for config.json
+
+    def to(self, device: torch.device) -> "TrainingData":
+        moved = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
+        return TrainingData(**moved)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from data_tools.errors import InputError
+
+        raise InputError(f"device {name!r}: CUDA is not available on this machine (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def kl_warmup_weight(epoch: int, step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
+    """Linear warm-up 0 -> 1 over ``warmup_epochs``, updated every step (weight after ``step`` + 1 steps)."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, (epoch + (step + 1) / steps_per_epoch) / warmup_epochs)
+
+
+class Trainer:
+    """Fits an :class:`ADGM` to :class:`TrainingData`, writing the run directory as it goes."""
+
+    def __init__(self, model: ADGM, data: TrainingData, config: TrainConfig, run_dir: str | Path, *, extra_config: dict | None = None):
+        if config.method not in METHODS:
+            from data_tools.errors import InputError
+
+            raise InputError(f"method: expected one of {', '.join(METHODS)}, got {config.method!r}")
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.data = data.to(self.device)
+        self.run_dir = Path(run_dir)
+        self.extra_config = extra_config or {}
+        self.augment = make_augment(config.augment)
+        n_l, n_u = len(data.labelled_labels), len(data.unlabelled_images)
+        if n_l == 0:
+            from data_tools.errors import InputError
+
+            raise InputError("labelled set: expected at least one labelled image")
+        self.alpha = config.beta * (n_l + n_u) / n_l
+        self.use_unlabelled = config.method == "adgm" and n_u > 0
+        # the supervised baseline takes as many steps as the ADGM: one pass over the unlabelled images
+        self.steps_per_epoch = math.ceil((n_u if n_u > 0 else n_l) / config.batch_size)
+        self.epoch = 0
+        self.best_val_accuracy = -1.0
+        self.best_epoch = 0
+        pyro.clear_param_store()
+        if config.method == "adgm":
+            self.optimizer = pyro.optim.Adam({"lr": config.lr, "betas": tuple(config.betas), "weight_decay": config.weight_decay})
+            self.elbo = TraceEnum_ELBO(max_plate_nesting=1)
+            self.svi = SVI(self.model.semi_supervised_model, self.model.semi_supervised_guide, self.optimizer, self.elbo)
+        else:
+            params = list(self.model.aux_encoder.parameters()) + list(self.model.classifier.parameters())
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+
+    # state
+
+    def state(self) -> dict:
+        optimizer_state = self.optimizer.get_state() if self.config.method == "adgm" else self.optimizer.state_dict()
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "epoch": self.epoch,
+            "model_state": self.model.state_dict(),
+            "optimizer_state": optimizer_state,
+            "best_val_accuracy": self.best_val_accuracy,
+            "best_epoch": self.best_epoch,
+            "rng": rng,
+            "model_config": self.model.config,
+            "train_config": self.config.to_dict(),
+            "class_names": list(self.data.class_names),
+            "data": self.data.description,
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model_state"])
+        if self.config.method == "adgm":
+            self.optimizer.set_state(state["optimizer_state"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer_state"])
+        self.epoch = int(state["epoch"])
+        self.best_val_accuracy = float(state["best_val_accuracy"])
+        self.best_epoch = int(state["best_epoch"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def resume(self) -> None:
+        """Continue from ``last.pt`` of the run directory; drop metric rows written after it."""
+        self.load_state(load_checkpoint(self.run_dir / "last.pt", map_location=self.device))
+        rows = [r for r in self.read_metrics() if int(r["epoch"]) <= self.epoch]
+        self.write_metrics(rows)
+        logger.info("resuming %s after epoch %d", self.run_dir, self.epoch)
+
+    # metrics file
+
+    def read_metrics(self) -> list[dict]:
+        path = self.run_dir / "metrics.csv"
+        if not path.exists():
+            return []
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    def write_metrics(self, rows: Sequence[dict]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.run_dir / "metrics.csv", buffer.getvalue())
+
+    # one epoch
+
+    def _batches(self, generator: torch.Generator):
+        """Yield (x_labelled, y_labelled, x_unlabelled) for each step of one epoch; x float (B, 1, S, S)."""
+        cfg, data = self.config, self.data
+        n_l, n_u = len(data.labelled_labels), len(data.unlabelled_images)
+        order_u = torch.randperm(n_u, generator=generator).to(self.device) if self.use_unlabelled else None
+        batch_l = min(cfg.batch_size, n_l)
+        needed = self.steps_per_epoch * batch_l
+        order_l = torch.cat([torch.randperm(n_l, generator=generator) for _ in range(math.ceil(needed / n_l))]).to(self.device)
+        for step in range(self.steps_per_epoch):
+            idx_l = order_l[step * batch_l : (step + 1) * batch_l]
+            x_l = self.augment(to_float_images(data.labelled_images[idx_l]))
+            x_u = None
+            if order_u is not None:
+                idx_u = order_u[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                x_u = self.augment(to_float_images(data.unlabelled_images[idx_u]))
+            yield x_l, data.labelled_labels[idx_l], x_u
+
+    def _step(self, x_l, y_l, x_u, kl_weight: float) -> float:
+        if self.config.method == "adgm":
+            return self.svi.step(x_l, y_l, x_u, labelled_size=len(self.data.labelled_labels),
+                                 unlabelled_size=len(self.data.unlabelled_images), kl_weight=kl_weight, alpha=self.alpha)  # fmt: skip
+        self.model.train()
+        a_loc, a_scale = self.model.aux_encoder(x_l)
+        a = a_loc + a_scale * torch.randn_like(a_loc)
+        loss = torch.nn.functional.cross_entropy(self.model.classifier(x_l, a=a), y_l)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss)
+
+    def train_epoch(self) -> dict:
+        cfg = self.config
+        self.model.train()
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
+        total, steps = 0.0, 0
+        kl_weight = 0.0
+        n_total = len(self.data.labelled_labels) + (len(self.data.unlabelled_images) if self.use_unlabelled else 0)
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.resolved_epochs()}", leave=False, disable=None)
+        for step, (x_l, y_l, x_u) in enumerate(self._batches(generator)):
+            kl_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.warmup_epochs)
+            loss = self._step(x_l, y_l, x_u, kl_weight)
+            if not math.isfinite(loss):
+                bar.close()
+                last = self.run_dir / "last.pt"
+                where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+                raise TrainingDiverged(f"non-finite loss ({loss}) at epoch {self.epoch + 1}, step {step + 1}; {where}")
+            per_image = loss / n_total if cfg.method == "adgm" else loss
+            total += per_image
+            steps += 1
+            bar.set_postfix(loss=f"{total / steps:.4g}")
+            bar.update()
+        bar.close()
+        return {"train_loss": total / max(steps, 1), "kl_weight": kl_weight}
+
+    # diagnostics
+
+    def bound_per_image(self, images: torch.Tensor, labels: torch.Tensor | None) -> float:
+        """The ELBO (KL weight 1, no alpha term) in nats per image on up to ``diagnostics_size`` images, eval mode."""
+        n = min(len(images), self.config.diagnostics_size)
+        if n == 0:
+            return float("nan")
+        total = 0.0
+        with self.model.evaluating():
+            for start in range(0, n, self.config.eval_batch_size):
+                x = to_float_images(images[start : min(n, start + self.config.eval_batch_size)])
+                y = None if labels is None else labels[start : start + len(x)]
+                total += self.elbo.loss(self.model.model, self.model.guide, x, y)
+        return -total / n
+
+    def evaluate_epoch(self) -> dict:
+        data, cfg = self.data, self.config
+        probs_l = predict_proba(self.model, data.labelled_images, batch_size=cfg.eval_batch_size, device=self.device)
+        labels_l = data.labelled_labels.cpu().numpy()
+        picked = probs_l[np.arange(len(labels_l)), labels_l]
+        row = {
+            "train_accuracy": float((probs_l.argmax(1) == labels_l).mean()),
+            "classification_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+            "val_accuracy": self.validation_report()["accuracy"],
+            "labelled_bound": float("nan"),
+            "unlabelled_bound": float("nan"),
+        }
+        if cfg.method == "adgm":
+            row["labelled_bound"] = self.bound_per_image(data.labelled_images, data.labelled_labels)
+            row["unlabelled_bound"] = self.bound_per_image(data.unlabelled_images, None)
+        return row
+
+    def validation_report(self) -> dict:
+        probs = predict_proba(self.model, self.data.val_images, batch_size=self.config.eval_batch_size, device=self.device)
+        return classification_report(probs, self.data.val_labels.cpu().numpy(), self.data.class_names)
+
+    # the loop
+
+    def fit(self, *, resume: bool = False) -> dict:
+        """Train to ``epochs`` (continuing from ``last.pt`` when ``resume``); return the validation report of
+        the best checkpoint, which is also loaded into the model."""
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        else:
+            atomic_write_json(self.run_dir / "config.json", {"train": cfg.to_dict(), "model": self.model.config,
+                                                             "class_names": list(self.data.class_names),
+                                                             "data": self.data.description, **self.extra_config})  # fmt: skip
+            self.write_metrics([])
+        rows = self.read_metrics()
+        logger.info(
+            "training %s on %d labelled + %d unlabelled images (%d steps/epoch, alpha %.4g, device %s)",
+            cfg.method, len(self.data.labelled_labels), len(self.data.unlabelled_images) if self.use_unlabelled else 0,
+            self.steps_per_epoch, self.alpha, self.device,
+        )  # fmt: skip
+        while self.epoch < cfg.resolved_epochs():
+            start = time.perf_counter()
+            row = self.train_epoch()
+            row.update(self.evaluate_epoch())
+            self.epoch += 1
+            row.update(epoch=self.epoch, seconds=round(time.perf_counter() - start, 3))
+            rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            self.write_metrics(rows)
+            improved = row["val_accuracy"] is not None and row["val_accuracy"] > self.best_val_accuracy
+            if improved:
+                self.best_val_accuracy, self.best_epoch = row["val_accuracy"], self.epoch
+            state = self.state()
+            if improved:
+                save_checkpoint(self.run_dir / "best.pt", state)
+            save_checkpoint(self.run_dir / "last.pt", state)
+            logger.info(
+                "epoch %d: loss %.4g, train acc %.3f, val acc %.3f, KL weight %.3f, %.1fs",
+                self.epoch, row["train_loss"], row["train_accuracy"], row["val_accuracy"] or float("nan"),
+                row["kl_weight"], row["seconds"],
+            )  # fmt: skip
+        return self.finish(rows)
+
+    def finish(self, rows: Sequence[dict]) -> dict:
+        """Load the best checkpoint and write ``report.json``, ``confusion.png`` and ``curves.png``."""
+        best = self.run_dir / "best.pt"
+        if best.exists():
+            self.model.load_state_dict(load_checkpoint(best, map_location=self.device)["model_state"])
+        report = self.validation_report()
+        report.update(split="val", checkpoint=str(best), best_epoch=self.best_epoch, epochs=self.epoch, method=self.config.method)
+        atomic_write_json(self.run_dir / "report.json", report)
+        plot_confusion(report["confusion_matrix"], self.data.class_names, self.run_dir / "confusion.png",
+                       title=f"validation, epoch {self.best_epoch}: accuracy {report['accuracy']:.3f}")  # fmt: skip
+        plot_curves(rows, self.run_dir / "curves.png")
+        return report

@@ -1,0 +1,113 @@
+"""The Pyro objective against an independent computation written with torch.distributions."""
+
+import pyro
+import pytest
+import torch
+import torch.distributions as td
+import torch.nn.functional as F
+from pyro.infer import TraceEnum_ELBO
+
+from pyro_adgm.model import ADGM
+
+
+def small_model(num_classes=3, image_size=28):
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    model = ADGM(num_classes=num_classes, image_size=image_size, a_dim=5, z_dim=4, channels=(4, 8, 8, 8, 8), hidden=(16,))
+    return model.double().eval()  # eval: deterministic networks, so only a and z carry noise
+
+
+def pyro_loss(model, x, y=None, **kwargs):
+    pyro.set_rng_seed(123)
+    return TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, model.guide, x, y, **kwargs)
+
+
+def image_log_prob(model, z, y_onehot, x):
+    raw = model.image_decoder(z=z, y=y_onehot)
+    loc, raw_scale = raw.chunk(2, dim=-3)
+    return td.Independent(td.Normal(torch.sigmoid(loc), F.softplus(raw_scale) + 1e-3), 3).log_prob(x)
+
+
+def oracle_terms(model, x, y=None, kl_weight=1.0):
+    """Per-example ELBO terms with the same noise as Pyro's guide: a drawn first, then one z noise shared by all classes."""
+    pyro.set_rng_seed(123)
+    batch, k = x.shape[0], model.num_classes
+    a_loc, a_scale = model.aux_encoder(x)
+    q_a = td.Independent(td.Normal(a_loc, a_scale), 1)
+    a = q_a.rsample()
+    classes = torch.arange(k) if y is None else None
+    y_onehot = (F.one_hot(classes, k).double()[:, None, :].expand(k, batch, k) if y is None else F.one_hot(y, k).double())
+    z_loc, z_scale = model.latent_encoder(x, a=a, y=y_onehot)
+    q_z = td.Independent(td.Normal(z_loc, z_scale), 1)
+    z = z_loc + z_scale * torch.empty(batch, model.z_dim, dtype=torch.double).normal_()  # one noise for all classes
+    p_z = td.Independent(td.Normal(torch.zeros_like(z), torch.ones_like(z)), 1)
+    p_a_loc, p_a_scale = model.aux_decoder(x, z=z, y=y_onehot)
+    p_a = td.Independent(td.Normal(p_a_loc, p_a_scale), 1)
+    log_p_y = torch.log(torch.full((), 1.0 / k, dtype=torch.double))
+    recon = image_log_prob(model, z, y_onehot, x) + log_p_y
+    kl_part = p_z.log_prob(z) + p_a.log_prob(a) - q_z.log_prob(z) - q_a.log_prob(a)
+    bound = recon + kl_weight * kl_part  # (B,) labelled, (K, B) unlabelled
+    log_q_y = model.classifier(x, a=a).log_softmax(-1)  # (B, K)
+    return bound, log_q_y
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_unlabelled_loss_equals_explicit_sum_over_classes(num_classes):
+    model = small_model(num_classes)
+    x = torch.rand(6, 1, 28, 28, dtype=torch.double)
+    with torch.no_grad():
+        loss = pyro_loss(model, x, data_size=60)
+        bound, log_q_y = oracle_terms(model, x)
+        q_y = log_q_y.exp().T  # (K, B)
+        # U(x) = sum_y q(y|a,x) L(x, y) + H[q(y|a,x)], with L the negative labelled bound
+        per_example = -(q_y * bound).sum(0) - (-(q_y * log_q_y.T).sum(0))
+        expected = per_example.sum() * 60 / 6
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 7.5])
+def test_labelled_loss_is_bound_plus_alpha_term(alpha):
+    model = small_model(3)
+    x = torch.rand(5, 1, 28, 28, dtype=torch.double)
+    y = torch.tensor([0, 2, 1, 1, 0])
+    with torch.no_grad():
+        loss = pyro_loss(model, x, y, data_size=20, alpha=alpha)
+        bound, log_q_y = oracle_terms(model, x, y)
+        cross_entropy = -log_q_y.gather(1, y[:, None]).squeeze(1)
+        expected = (-bound + alpha * cross_entropy).sum() * 20 / 5
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_kl_weight_scales_and_zero_removes_kl_terms(labelled):
+    model = small_model(2)
+    x = torch.rand(4, 1, 28, 28, dtype=torch.double)
+    y = torch.tensor([0, 1, 1, 0]) if labelled else None
+    with torch.no_grad():
+        for weight in (0.0, 0.25):
+            loss = pyro_loss(model, x, y, kl_weight=weight)
+            bound, log_q_y = oracle_terms(model, x, y, kl_weight=weight)
+            if labelled:
+                expected = -bound.sum()
+            else:
+                q_y = log_q_y.exp().T
+                expected = (-(q_y * bound).sum(0) + (q_y * log_q_y.T).sum(0)).sum()
+            assert loss == pytest.approx(expected.item(), rel=1e-5)
+        # with weight 0 the loss is reconstruction (and the y terms) only: it no longer moves with the KL terms
+        recon_only = pyro_loss(model, x, y, kl_weight=0.0)
+        full = pyro_loss(model, x, y, kl_weight=1.0)
+        assert recon_only != pytest.approx(full, rel=1e-6)
+
+
+def test_semi_supervised_step_is_sum_of_its_parts():
+    model = small_model(2)
+    xl, yl, xu = torch.rand(3, 1, 28, 28, dtype=torch.double), torch.tensor([1, 0, 1]), torch.rand(4, 1, 28, 28, dtype=torch.double)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    with torch.no_grad():
+        pyro.set_rng_seed(5)
+        both = elbo.loss(model.semi_supervised_model, model.semi_supervised_guide, xl, yl, xu,
+                         labelled_size=30, unlabelled_size=400, alpha=3.0)  # fmt: skip
+        pyro.set_rng_seed(5)  # only the guide draws noise, labelled part first: the same draws in the same order
+        labelled = elbo.loss(model.model, model.guide, xl, yl, data_size=30, alpha=3.0)
+        unlabelled = elbo.loss(model.model, model.guide, xu, data_size=400)
+    assert both == pytest.approx(labelled + unlabelled, rel=1e-9)
