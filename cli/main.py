@@ -11,6 +11,7 @@ import click
 from cli.errors import one_line_errors
 from cli.prepare import prepare
 from pyro_adgm import runs
+from pyro_adgm.runs import DEMO_DEFAULTS
 from pyro_adgm.augment import BACKENDS
 from pyro_adgm.training import METHODS, TrainConfig
 
@@ -37,6 +38,8 @@ app.add_command(prepare)
 @click.option("--task", default="2class", show_default=True, help="2class (normal / abnormal) or 3class (normal / opacity / not-normal).")
 @click.option("--labels", "labels_per_class", type=click.IntRange(min=1), default=50, show_default=True, help="Labelled training images per class.")
 @click.option("--data", type=click.Path(), default=None, help="Prepared dataset folder (`pyro-adgm prepare ...`); the built-in demo phantoms when omitted.")
+@click.option("--demo-images", type=click.IntRange(min=30), default=DEMO_DEFAULTS["n_images"], show_default=True, help="Demo data only: number of phantoms.")
+@click.option("--demo-size", type=click.IntRange(min=8), default=DEMO_DEFAULTS["image_size"], show_default=True, help="Demo data only: image side in pixels.")
 @click.option("--method", type=click.Choice(METHODS), default="adgm", show_default=True, help="adgm, or the supervised baseline: q(y|a,x) on the labelled images alone.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the paper's 100 (2class) / 200 (3class).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
@@ -50,7 +53,7 @@ app.add_command(prepare)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/TASK-METHOD-NlabelS-seedS).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped (other options but --epochs are taken from it).")
 @one_line_errors
-def train(task, labels_per_class, data, method, epochs, batch_size, image_size, warmup_epochs, beta, lr, device, seed,
+def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, batch_size, image_size, warmup_epochs, beta, lr, device, seed,
           augment, out_dir, resume_dir):  # fmt: skip
     """Train an ADGM (or the supervised baseline) and write a run directory.
 
@@ -66,7 +69,8 @@ def train(task, labels_per_class, data, method, epochs, batch_size, image_size, 
         config = TrainConfig(task=task, labels_per_class=labels_per_class, epochs=epochs, batch_size=batch_size,
                              warmup_epochs=warmup_epochs, beta=beta, lr=lr, device=device, seed=seed, augment=augment,
                              method=method)  # fmt: skip
-        report, run_dir = runs.train(config, data=data, image_size=image_size, run_dir=out_dir)
+        demo = {"n_images": demo_images, "image_size": demo_size, "seed": DEMO_DEFAULTS["seed"]}
+        report, run_dir = runs.train(config, data=data, demo=demo, image_size=image_size, run_dir=out_dir)
     click.echo(format_report(report))
     click.echo(f"run directory: {run_dir}")
 

@@ -93,6 +93,7 @@ def prepare_trainer(config: TrainConfig, *, data: str | Path | None = None, demo
                     image_size: int | None = None, run_dir: str | Path | None = None,
                     model_options: dict | None = None, model: ADGM | None = None) -> Trainer:  # fmt: skip
     """Build data, model and trainer for a new run (seeded: the same config gives the same run)."""
+    resolve_device(config.device)  # a bad device fails before any data is read
     pyro.set_rng_seed(config.seed)
     dataset = open_dataset(data, demo)
     size = image_size or dataset.image_size

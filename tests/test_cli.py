@@ -1,0 +1,123 @@
+"""The `pyro-adgm` command line through click.testing.CliRunner: every command and every bad option."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.main import app
+
+FAST = ["--epochs", "1", "--batch-size", "16", "--device", "cpu", "--demo-images", "120", "--demo-size", "28"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = CliRunner().invoke(app, ["train", "--task", "3class", "--labels", "5", "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "val accuracy" in result.output and "confusion matrix" in result.output
+    return out
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("Error:") or "Usage:" in result.output, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "sample", "predict", "prepare"])
+def test_every_command_help_shows_an_example(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.output and "pyro-adgm" in result.output
+
+
+def test_train_writes_run_and_resume_extends_it(run_dir):
+    assert (run_dir / "best.pt").is_file() and (run_dir / "report.json").is_file()
+    result = invoke("train", "--resume", run_dir, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+
+
+def test_evaluate_prints_table_and_writes_json_and_png(run_dir, tmp_path):
+    result = invoke("evaluate", "--checkpoint", run_dir / "best.pt", "--split", "test", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "evaluation-test.json").read_text())
+    assert report["split"] == "test" and len(report["confusion_matrix"]) == 3
+    assert f"test accuracy: {report['accuracy']:.4f}" in result.output
+    assert (tmp_path / "confusion-test.png").is_file()
+
+
+def test_sample_writes_a_png_grid_of_the_class(run_dir, tmp_path):
+    out = tmp_path / "opacity.png"
+    result = invoke("sample", "--checkpoint", run_dir / "best.pt", "--class", "opacity", "--n", 9, "--out", out)
+    assert result.exit_code == 0, result.output
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (3 * 28 + 4 * 2, 3 * 28 + 4 * 2)
+
+
+def test_predict_writes_csv_of_probabilities(run_dir, tmp_path):
+    files = []
+    for i in range(2):
+        path = tmp_path / f"scan{i}.png"
+        Image.fromarray((np.random.default_rng(i).random((40, 50)) * 255).astype(np.uint8)).save(path)
+        files.append(path)
+    result = invoke("predict", "--checkpoint", run_dir / "best.pt", *files)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert [r["file"] for r in rows] == [str(f) for f in files]
+    for row in rows:
+        probs = [float(row[f"p_{c}"]) for c in ("normal", "opacity", "not-normal")]
+        assert sum(probs) == pytest.approx(1, abs=1e-5)
+        assert row["predicted"] in ("normal", "opacity", "not-normal")
+
+
+def test_bad_class_names_the_classes(run_dir):
+    assert_one_line_error(invoke("sample", "--checkpoint", run_dir / "best.pt", "--class", "abnormal"),
+                          "--class 'abnormal'", "normal, opacity, not-normal")  # fmt: skip
+
+
+def test_too_many_labels_names_class_and_count(tmp_path):
+    result = invoke("train", "--task", "2class", "--labels", "1000", "--out", tmp_path / "r", *FAST)
+    assert_one_line_error(result, "1000 asked", "training images")
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["evaluate", "--checkpoint", "missing.pt"], ["missing.pt: checkpoint not found"]),
+        (["sample", "--checkpoint", "missing.pt", "--class", "normal"], ["missing.pt: checkpoint not found"]),
+        (["train", "--data", "no/such/folder"], ["no/such/folder", "not a prepared dataset folder"]),
+        (["train", "--task", "5class", *FAST], ["task '5class'", "2class, 3class"]),
+        (["train", "--labels", "0"], ["--labels"]),
+        (["train", "--resume", "no/such/run"], ["no/such/run", "config.json"]),
+        (["train", "--augment", "fancy"], ["--augment"]),
+        (["train", *FAST, "--device", "cuda:7"], ["CUDA is not available"]),
+    ],
+)
+def test_bad_options_end_with_one_line(args, fragments, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert_one_line_error(invoke(*args), *fragments)
+
+
+def test_missing_file_for_predict(run_dir):
+    assert_one_line_error(invoke("predict", "--checkpoint", run_dir / "best.pt", "no/such/scan.dcm"), "no/such/scan.dcm")
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_one_line_error(invoke("evaluate", "--checkpoint", bad), "bad.pt", "not a readable pyro-adgm checkpoint")

@@ -1,0 +1,101 @@
+"""Training runs: artefacts, resume, divergence, the supervised baseline, and learning on the demo data."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from data_tools.errors import InputError
+from pyro_adgm.checkpoint import load_checkpoint
+from pyro_adgm.runs import prepare_trainer, resume, train
+from pyro_adgm.training import TrainConfig, TrainingDiverged, kl_warmup_weight
+
+from conftest import SMALL_MODEL
+
+TINY_DEMO = {"n_images": 150, "image_size": 28, "seed": 3}
+
+
+def tiny_config(**overrides):
+    values = dict(task="3class", labels_per_class=5, epochs=2, batch_size=16, warmup_epochs=4, device="cpu", seed=7)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def read_rows(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_kl_warmup_rises_linearly_every_step():
+    weights = [kl_warmup_weight(e, s, 4, 2) for e in range(3) for s in range(4)]
+    assert weights[:8] == pytest.approx([i / 8 for i in range(1, 9)])
+    assert weights[8:] == [1.0] * 4
+    assert kl_warmup_weight(0, 0, 10, 0) == 1.0
+
+
+def test_run_directory_holds_every_artefact(tmp_path):
+    report, run_dir = train(tiny_config(), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    for name in ("metrics.csv", "best.pt", "last.pt", "config.json", "report.json", "confusion.png", "curves.png"):
+        assert (run_dir / name).is_file(), name
+    rows = read_rows(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        for column in ("labelled_bound", "unlabelled_bound", "classification_loss", "kl_weight", "train_accuracy", "val_accuracy", "seconds"):
+            assert row[column] not in ("", "nan"), column
+    assert float(rows[1]["kl_weight"]) == pytest.approx(0.5)
+    saved = json.loads((run_dir / "report.json").read_text())
+    assert len(saved["confusion_matrix"]) == 3 and saved["split"] == "val"
+    assert sum(map(sum, saved["confusion_matrix"])) == saved["n"]
+    state = load_checkpoint(run_dir / "last.pt")  # weights_only=True inside
+    assert state["epoch"] == 2 and state["class_names"] == ["normal", "opacity", "not-normal"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight_report, straight = train(tiny_config(), demo=TINY_DEMO, run_dir=tmp_path / "straight", model_options=SMALL_MODEL)
+    train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "split", model_options=SMALL_MODEL)
+    resumed_report, resumed = resume(tmp_path / "split", epochs=2)
+    columns = ("train_loss", "labelled_bound", "unlabelled_bound", "classification_loss", "train_accuracy", "val_accuracy")
+    for a, b in zip(read_rows(straight), read_rows(resumed)):
+        for column in columns:
+            assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-4, abs=1e-4), column
+    state_a, state_b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
+    for name, value in state_a["model_state"].items():
+        torch.testing.assert_close(value, state_b["model_state"][name], rtol=1e-4, atol=1e-5)
+    assert straight_report["confusion_matrix"] == resumed_report["confusion_matrix"]
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    with pytest.raises(InputError, match="already holds a run"):
+        train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path):
+    trainer = prepare_trainer(tiny_config(epochs=3), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    original_step = trainer._step
+
+    def step_then_fail(x_l, y_l, x_u, kl_weight):
+        loss = original_step(x_l, y_l, x_u, kl_weight)
+        return float("nan") if trainer.epoch == 1 else loss
+
+    trainer._step = step_then_fail
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1; the last good checkpoint is .*last\.pt"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+
+def test_supervised_baseline_trains_only_the_classifier_path(tmp_path):
+    trainer = prepare_trainer(tiny_config(method="supervised", epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    decoder_before = {k: v.clone() for k, v in trainer.model.image_decoder.state_dict().items()}
+    classifier_before = [p.clone() for p in trainer.model.classifier.parameters()]
+    trainer.fit()
+    for name, value in trainer.model.image_decoder.state_dict().items():
+        torch.testing.assert_close(value, decoder_before[name])
+    assert any(not torch.equal(p, q) for p, q in zip(trainer.model.classifier.parameters(), classifier_before))
+    assert read_rows(tmp_path / "run")[0]["labelled_bound"] == "nan"
+
+
+def test_more_labels_than_a_class_has_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match=r"500 asked, but class '[a-z-]+' has only \d+ training images"):
+        train(tiny_config(labels_per_class=500), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
