@@ -45,6 +45,7 @@ app.add_command(prepare)
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
 @click.option("--image-size", type=click.IntRange(min=8), default=None, help="Resize images to this side (default: the dataset's).")
 @click.option("--warmup-epochs", type=click.FloatRange(min=0), default=TrainConfig.warmup_epochs, show_default=True, help="KL weight rises 0 -> 1 over this many epochs.")
+@click.option("--unlabelled-warmup-epochs", type=click.FloatRange(min=0), default=None, help="The unlabelled term's weight rises 0 -> 1 over this many epochs (default: as --warmup-epochs; 0: off).")
 @click.option("--beta", type=click.FloatRange(min=0), default=TrainConfig.beta, show_default=True, help="alpha = beta * (N_l + N_u) / N_l.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda[:N].")
@@ -53,7 +54,8 @@ app.add_command(prepare)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/TASK-METHOD-NlabelS-seedS).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped (other options but --epochs are taken from it).")
 @one_line_errors
-def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, batch_size, image_size, warmup_epochs, beta, lr, device, seed,
+def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, batch_size, image_size, warmup_epochs,
+          unlabelled_warmup_epochs, beta, lr, device, seed,
           augment, out_dir, resume_dir):  # fmt: skip
     """Train an ADGM (or the supervised baseline) and write a run directory.
 
@@ -67,7 +69,7 @@ def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, 
         report, run_dir = runs.resume(resume_dir, epochs=epochs)
     else:
         config = TrainConfig(task=task, labels_per_class=labels_per_class, epochs=epochs, batch_size=batch_size,
-                             warmup_epochs=warmup_epochs, beta=beta, lr=lr, device=device, seed=seed, augment=augment,
+                             warmup_epochs=warmup_epochs, unlabelled_warmup_epochs=unlabelled_warmup_epochs, beta=beta, lr=lr, device=device, seed=seed, augment=augment,
                              method=method)  # fmt: skip
         demo = {"n_images": demo_images, "image_size": demo_size, "seed": DEMO_DEFAULTS["seed"]}
         report, run_dir = runs.train(config, data=data, demo=demo, image_size=image_size, run_dir=out_dir)

@@ -9,7 +9,8 @@ For a labelled batch the program adds ``alpha * log q(y|a,x)`` (the auxiliary cl
 Kingma et al. 2014 / Maaløe et al. 2016) as a factor, with a drawn from q(a|x), so that its loss is
 L(x, y) + alpha * (-log q(y|a,x)). Sizing the plate with ``data_size`` scales a batch to the whole data set, so
 that one step's loss is an unbiased estimate of J^alpha = sum_l [L + alpha CE] + sum_u U (no averaging).
-The KL terms (the a and z sites, in model and guide) are multiplied by ``kl_weight`` (warm-up).
+The KL terms (the a and z sites, in model and guide) are multiplied by ``kl_weight`` (warm-up); in
+:meth:`semi_supervised_model` the whole unlabelled term can be ramped up as well (``unlabelled_weight``).
 
 Shapes: x (B, C, S, S) float in [0, 1]; y (B,) int64 class indices; K classes; under enumeration y is one-hot
 (K, 1, K) and z (K, B, Z).
@@ -184,26 +185,29 @@ class ADGM(nn.Module):
                 pyro.sample("z", SharedNoiseNormal(z_loc, z_scale).to_event(1))
 
     def semi_supervised_model(self, x_labelled, y_labelled, x_unlabelled, *, labelled_size=None, unlabelled_size=None,
-                              kl_weight: float = 1.0, alpha: float = 0.0) -> None:  # fmt: skip
+                              kl_weight: float = 1.0, alpha: float = 0.0, unlabelled_weight: float = 1.0) -> None:  # fmt: skip
         """One step's program: a labelled and an unlabelled batch, sites prefixed ``labelled/``, ``unlabelled/``.
 
-        Either batch may be None. The loss is an unbiased estimate of J^alpha over ``labelled_size`` +
-        ``unlabelled_size`` examples.
+        Either batch may be None. With ``kl_weight`` and ``unlabelled_weight`` 1 the loss is an unbiased
+        estimate of J^alpha over ``labelled_size`` + ``unlabelled_size`` examples; ``unlabelled_weight`` < 1
+        scales the whole unlabelled term (its warm-up), 0 leaves it out.
         """
-        self._semi_supervised(self.model, x_labelled, y_labelled, x_unlabelled, labelled_size, unlabelled_size, kl_weight, alpha)
+        self._semi_supervised(self.model, x_labelled, y_labelled, x_unlabelled, labelled_size, unlabelled_size,
+                              kl_weight, alpha, unlabelled_weight)  # fmt: skip
 
     def semi_supervised_guide(self, x_labelled, y_labelled, x_unlabelled, *, labelled_size=None, unlabelled_size=None,
-                              kl_weight: float = 1.0, alpha: float = 0.0) -> None:  # fmt: skip
+                              kl_weight: float = 1.0, alpha: float = 0.0, unlabelled_weight: float = 1.0) -> None:  # fmt: skip
         """The guide matching :meth:`semi_supervised_model`."""
-        self._semi_supervised(self.guide, x_labelled, y_labelled, x_unlabelled, labelled_size, unlabelled_size, kl_weight, alpha)
+        self._semi_supervised(self.guide, x_labelled, y_labelled, x_unlabelled, labelled_size, unlabelled_size,
+                              kl_weight, alpha, unlabelled_weight)  # fmt: skip
 
     @staticmethod
-    def _semi_supervised(program, x_l, y_l, x_u, size_l, size_u, kl_weight, alpha):
+    def _semi_supervised(program, x_l, y_l, x_u, size_l, size_u, kl_weight, alpha, unlabelled_weight):
         if x_l is not None:
             with scope(prefix="labelled"):
                 program(x_l, y_l, data_size=size_l, kl_weight=kl_weight, alpha=alpha, plate_name="labelled_data")
-        if x_u is not None:
-            with scope(prefix="unlabelled"):
+        if x_u is not None and unlabelled_weight > 0:
+            with scope(prefix="unlabelled"), poutine.scale(scale=float(unlabelled_weight)):
                 program(x_u, None, data_size=size_u, kl_weight=kl_weight, plate_name="unlabelled_data")
 
     # queries

@@ -51,7 +51,8 @@ def plot_curves(rows: Sequence[dict], path: Path) -> None:
     axes[1].set_title("ELBO (nats per image)")
     axes[2].plot(epochs, column("classification_loss"), label="classification loss")
     axes[2].plot(epochs, column("kl_weight"), label="KL weight")
-    axes[2].set_title("classification loss, KL weight")
+    axes[2].plot(epochs, column("unlabelled_weight"), label="unlabelled weight")
+    axes[2].set_title("classification loss, warm-up weights")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend()

@@ -27,7 +27,7 @@ from pyro_adgm.training import TrainConfig, Trainer, TrainingData, resolve_devic
 
 logger = logging.getLogger(__name__)
 
-DEMO_DEFAULTS = {"n_images": 4000, "image_size": 64, "seed": 0}
+DEMO_DEFAULTS = {"n_images": 3000, "image_size": 48, "seed": 0}
 
 
 # data

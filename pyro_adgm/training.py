@@ -38,7 +38,7 @@ from pyro_adgm.plots import plot_confusion, plot_curves
 logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "train_loss", "labelled_bound", "unlabelled_bound", "classification_loss", "kl_weight",
-                  "train_accuracy", "val_accuracy", "seconds")  # fmt: skip
+                  "unlabelled_weight", "train_accuracy", "val_accuracy", "seconds")  # fmt: skip
 METHODS = ("adgm", "supervised")
 PAPER_EPOCHS = {"2class": 100, "3class": 200}
 
@@ -59,6 +59,10 @@ class TrainConfig:
     epochs: int | None = None  # None: 100 for 2class, 200 otherwise
     batch_size: int = 32
     warmup_epochs: float = 100.0
+    # the unlabelled term's weight rises 0 -> 1 over this many epochs (None: as warmup_epochs; 0: weight 1 from
+    # the start). Without it the enumerated q(y|a,x) collapses to one class before the classification term can
+    # shape it (BENCHMARKS.md, "Classifier collapse"); after the ramp the objective is exactly J^alpha.
+    unlabelled_warmup_epochs: float | None = None
     beta: float = 1.0
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -66,9 +70,13 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     augment: str = "device"
+    binarize: bool = False  # train on x ~ Bernoulli(pixel) (for a Bernoulli likelihood); bounds use x > 0.5
     method: str = "adgm"
     eval_batch_size: int = 256
     diagnostics_size: int = 256  # images per epoch on which the labelled/unlabelled bounds are reported
+
+    def resolved_unlabelled_warmup(self) -> float:
+        return self.warmup_epochs if self.unlabelled_warmup_epochs is None else self.unlabelled_warmup_epochs
 
     def resolved_epochs(self) -> int:
         return self.epochs if self.epochs is not None else PAPER_EPOCHS.get(self.task, 200)
@@ -113,7 +121,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def kl_warmup_weight(epoch: int, step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
-    """Linear warm-up 0 -> 1 over ``warmup_epochs``, updated every step (weight after ``step`` + 1 steps)."""
+    """Linear warm-up 0 -> 1 over ``warmup_epochs``, updated every step (weight after ``step`` + 1 steps).
+
+    Used for the KL weight and for the weight of the unlabelled term."""
     if warmup_epochs <= 0:
         return 1.0
     return min(1.0, (epoch + (step + 1) / steps_per_epoch) / warmup_epochs)
@@ -213,6 +223,11 @@ class Trainer:
 
     # one epoch
 
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, S, S) -> augmented float (B, 1, S, S), binarised at random when ``binarize``."""
+        x = self.augment(to_float_images(images))
+        return torch.bernoulli(x.clamp(0, 1)) if self.config.binarize else x
+
     def _batches(self, generator: torch.Generator):
         """Yield (x_labelled, y_labelled, x_unlabelled) for each step of one epoch; x float (B, 1, S, S)."""
         cfg, data = self.config, self.data
@@ -223,17 +238,18 @@ class Trainer:
         order_l = torch.cat([torch.randperm(n_l, generator=generator) for _ in range(math.ceil(needed / n_l))]).to(self.device)
         for step in range(self.steps_per_epoch):
             idx_l = order_l[step * batch_l : (step + 1) * batch_l]
-            x_l = self.augment(to_float_images(data.labelled_images[idx_l]))
+            x_l = self._inputs(data.labelled_images[idx_l])
             x_u = None
             if order_u is not None:
                 idx_u = order_u[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                x_u = self.augment(to_float_images(data.unlabelled_images[idx_u]))
+                x_u = self._inputs(data.unlabelled_images[idx_u])
             yield x_l, data.labelled_labels[idx_l], x_u
 
-    def _step(self, x_l, y_l, x_u, kl_weight: float) -> float:
+    def _step(self, x_l, y_l, x_u, kl_weight: float, unlabelled_weight: float = 1.0) -> float:
         if self.config.method == "adgm":
             return self.svi.step(x_l, y_l, x_u, labelled_size=len(self.data.labelled_labels),
-                                 unlabelled_size=len(self.data.unlabelled_images), kl_weight=kl_weight, alpha=self.alpha)  # fmt: skip
+                                 unlabelled_size=len(self.data.unlabelled_images), kl_weight=kl_weight, alpha=self.alpha,
+                                 unlabelled_weight=unlabelled_weight)  # fmt: skip
         self.model.train()
         a_loc, a_scale = self.model.aux_encoder(x_l)
         a = a_loc + a_scale * torch.randn_like(a_loc)
@@ -248,12 +264,13 @@ class Trainer:
         self.model.train()
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
         total, steps = 0.0, 0
-        kl_weight = 0.0
+        kl_weight = unlabelled_weight = 0.0
         n_total = len(self.data.labelled_labels) + (len(self.data.unlabelled_images) if self.use_unlabelled else 0)
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.resolved_epochs()}", leave=False, disable=None)
         for step, (x_l, y_l, x_u) in enumerate(self._batches(generator)):
             kl_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.warmup_epochs)
-            loss = self._step(x_l, y_l, x_u, kl_weight)
+            unlabelled_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.resolved_unlabelled_warmup())
+            loss = self._step(x_l, y_l, x_u, kl_weight, unlabelled_weight)
             if not math.isfinite(loss):
                 bar.close()
                 last = self.run_dir / "last.pt"
@@ -265,7 +282,8 @@ class Trainer:
             bar.set_postfix(loss=f"{total / steps:.4g}")
             bar.update()
         bar.close()
-        return {"train_loss": total / max(steps, 1), "kl_weight": kl_weight}
+        return {"train_loss": total / max(steps, 1), "kl_weight": kl_weight,
+                "unlabelled_weight": unlabelled_weight if self.use_unlabelled else float("nan")}  # fmt: skip
 
     # diagnostics
 
@@ -278,6 +296,7 @@ class Trainer:
         with self.model.evaluating():
             for start in range(0, n, self.config.eval_batch_size):
                 x = to_float_images(images[start : min(n, start + self.config.eval_batch_size)])
+                x = (x > 0.5).to(x.dtype) if self.config.binarize else x
                 y = None if labels is None else labels[start : start + len(x)]
                 total += self.elbo.loss(self.model.model, self.model.guide, x, y)
         return -total / n

@@ -14,7 +14,6 @@ SMALL_MODEL = {"a_dim": 8, "z_dim": 8, "channels": (8, 16, 32, 32, 32), "hidden"
 def fresh_pyro():
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    torch.set_num_threads(2)
     yield
     pyro.clear_param_store()
 

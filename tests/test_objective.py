@@ -111,3 +111,18 @@ def test_semi_supervised_step_is_sum_of_its_parts():
         labelled = elbo.loss(model.model, model.guide, xl, yl, data_size=30, alpha=3.0)
         unlabelled = elbo.loss(model.model, model.guide, xu, data_size=400)
     assert both == pytest.approx(labelled + unlabelled, rel=1e-9)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3])
+def test_unlabelled_weight_scales_only_the_unlabelled_term(weight):
+    model = small_model(3)
+    xl, yl, xu = torch.rand(3, 1, 28, 28, dtype=torch.double), torch.tensor([1, 0, 2]), torch.rand(4, 1, 28, 28, dtype=torch.double)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    with torch.no_grad():
+        pyro.set_rng_seed(9)
+        both = elbo.loss(model.semi_supervised_model, model.semi_supervised_guide, xl, yl, xu,
+                         labelled_size=30, unlabelled_size=400, alpha=3.0, unlabelled_weight=weight)  # fmt: skip
+        pyro.set_rng_seed(9)
+        labelled = elbo.loss(model.model, model.guide, xl, yl, data_size=30, alpha=3.0)
+        unlabelled = elbo.loss(model.model, model.guide, xu, data_size=400)
+    assert both == pytest.approx(labelled + weight * unlabelled, rel=1e-9)

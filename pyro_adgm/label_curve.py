@@ -1,0 +1,184 @@
+"""Accuracy against the number of labels: the protocol of Figs. 5 and 6 of Cerri & Fraccaro.
+
+One training run per (method, labels per class, seed) on a prepared dataset (or the demo phantoms), each in its
+own run directory under ``out_dir``; the best-validation checkpoint of each run is evaluated once on the test
+split. :func:`run_label_curve` is resumable: a run whose ``report.json`` exists is not trained again (whatever
+``epochs`` says now), a run that stopped half-way is continued from its ``last.pt``, and a test evaluation
+already written is read back.
+:func:`summarise` gives mean and standard deviation over seeds, :func:`plot_label_curve` the figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pyro_adgm import runs
+from pyro_adgm.checkpoint import atomic_write_bytes, atomic_write_text
+from pyro_adgm.training import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+ROW_COLUMNS = ("method", "labels_per_class", "seed", "val_accuracy", "test_accuracy", "test_roc_auc", "seconds", "run_dir")
+
+
+def run_dir_name(method: str, labels_per_class: int, seed: int) -> str:
+    return f"{method}-{labels_per_class}labels-seed{seed}"
+
+
+def has_split(data: str | Path | None, demo: dict | None, task: str, split: str) -> bool:
+    dataset = runs.open_dataset(data, demo)
+    labels, _ = dataset.task_labels(task)
+    return len(runs.split_rows(dataset, labels, split)) > 0
+
+
+def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], methods: Sequence[str] = ("adgm", "supervised"), *,
+                    data: str | Path | None = None, demo: dict | None = None, task: str = "2class",
+                    epochs: int | None = None, out_dir: str | Path = "runs/label-curve",
+                    evaluate_split: str | None = "test", image_size: int | None = None,
+                    model_options: dict | None = None, config_overrides: dict | None = None) -> list[dict]:  # fmt: skip
+    """Train and evaluate every (method, labels per class, seed); return one row per run.
+
+    data: a prepared dataset folder, or None for the demo phantoms (``demo`` settings as :func:`runs.train`).
+    epochs: per run (None: the paper's number for ``task``). config_overrides: other :class:`TrainConfig`
+    fields (``batch_size``, ``lr``, ``device``, ...). model_options: keyword arguments of :class:`ADGM`.
+    evaluate_split: the split the best checkpoint is evaluated on once (skipped, with a warning, where the
+    dataset has no such split), or None.
+
+    Rows (also written to ``out_dir/label_curve.csv``): method, labels_per_class, seed, val_accuracy (of the
+    best checkpoint), test_accuracy and test_roc_auc (on ``evaluate_split``; None when not evaluated), seconds
+    (training time: the sum of the epochs' seconds in ``metrics.csv``) and run_dir.
+    """
+    out_dir = Path(out_dir)
+    evaluate_split = evaluate_split if evaluate_split and has_split(data, demo, task, evaluate_split) else None
+    if evaluate_split is None:
+        logger.warning("label curve: no test evaluation (no split asked for, or the dataset has none)")
+    rows = []
+    for method in methods:
+        for n in labels_per_class:
+            for seed in seeds:
+                run_dir = out_dir / run_dir_name(method, n, seed)
+                config = TrainConfig(task=task, labels_per_class=n, epochs=epochs, seed=seed, method=method,
+                                     **(config_overrides or {}))
+                rows.append(one_run(config, run_dir, data=data, demo=demo, image_size=image_size,
+                                    model_options=model_options, evaluate_split=evaluate_split))  # fmt: skip
+                write_rows(rows, out_dir / "label_curve.csv")
+    return rows
+
+
+def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model_options, evaluate_split) -> dict:
+    """Train (or continue, or skip) one run and evaluate it; the row of :func:`run_label_curve`."""
+    if (run_dir / "report.json").exists():
+        logger.info("%s: finished already, not trained again", run_dir)
+    elif (run_dir / "last.pt").exists():
+        runs.resume(run_dir, epochs=config.resolved_epochs())
+    else:
+        runs.train(config, data=data, demo=demo, image_size=image_size, run_dir=run_dir, model_options=model_options)
+    report = json.loads((run_dir / "report.json").read_text())
+    test = None
+    if evaluate_split is not None:
+        saved = run_dir / f"evaluation-{evaluate_split}.json"
+        if saved.exists():
+            test = json.loads(saved.read_text())
+        else:
+            test = runs.evaluate(run_dir / "best.pt", data=data, split=evaluate_split, device=config.device)
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        seconds = sum(float(r["seconds"]) for r in csv.DictReader(handle))
+    return {
+        "method": config.method, "labels_per_class": config.labels_per_class, "seed": config.seed,
+        "val_accuracy": report["accuracy"], "test_accuracy": test["accuracy"] if test else None,
+        "test_roc_auc": test["roc_auc"] if test else None, "seconds": round(seconds, 1), "run_dir": str(run_dir),
+    }  # fmt: skip
+
+
+def write_rows(rows: Sequence[dict], path: Path, columns: Sequence[str] = ROW_COLUMNS) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+# summaries
+
+
+def mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean and sample standard deviation (None for fewer than two values) of the values that are not None."""
+    present = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not present:
+        return None, None, 0
+    sd = float(np.std(present, ddof=1)) if len(present) > 1 else None
+    return float(np.mean(present)), sd, len(present)
+
+
+def summarise(rows: Sequence[dict]) -> list[dict]:
+    """One row per (method, labels_per_class), in the order first seen: runs, and mean / sd over seeds of
+    val_accuracy, test_accuracy, test_roc_auc (keys ``<metric>_mean``, ``<metric>_sd``)."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], int(row["labels_per_class"])), []).append(row)
+    summary = []
+    for (method, n), members in groups.items():
+        entry = {"method": method, "labels_per_class": n, "runs": len(members)}
+        for metric in ("val_accuracy", "test_accuracy", "test_roc_auc"):
+            entry[f"{metric}_mean"], entry[f"{metric}_sd"], _ = mean_sd([m.get(metric) for m in members])
+        summary.append(entry)
+    return summary
+
+
+def format_summary(summary: Sequence[dict]) -> str:
+    """A plain-text table: method, labels per class, runs, accuracy mean ± sd (validation and test)."""
+
+    def cell(mean, sd):
+        if mean is None:
+            return "-"
+        return f"{100 * mean:.2f}" + (f" ± {100 * sd:.2f}" if sd is not None else "")
+
+    lines = [f"{'method':<12} {'labels/class':>12} {'runs':>4} {'val acc %':>16} {'test acc %':>16}"]
+    for s in summary:
+        val, test = cell(s["val_accuracy_mean"], s["val_accuracy_sd"]), cell(s["test_accuracy_mean"], s["test_accuracy_sd"])
+        lines.append(f"{s['method']:<12} {s['labels_per_class']:>12} {s['runs']:>4} {val:>16} {test:>16}")
+    return "\n".join(lines)
+
+
+def plot_label_curve(rows: Sequence[dict], path: str | Path, *, metric: str | None = None, title: str = "") -> Path:
+    """Accuracy against labels per class (log x), mean ± sd over seeds as error bars, one line per method.
+
+    metric: ``test_accuracy`` where any run has it, else ``val_accuracy``.
+    """
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(rows)
+    if metric is None:
+        metric = "test_accuracy" if any(s["test_accuracy_mean"] is not None for s in summary) else "val_accuracy"
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for method in dict.fromkeys(s["method"] for s in summary):
+        points = sorted((s["labels_per_class"], s[f"{metric}_mean"], s[f"{metric}_sd"] or 0.0)
+                        for s in summary if s["method"] == method and s[f"{metric}_mean"] is not None)  # fmt: skip
+        if points:
+            x, mean, sd = zip(*points)
+            ax.errorbar(x, mean, yerr=sd, marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    counts = sorted({s["labels_per_class"] for s in summary})
+    ax.set_xticks(counts, [str(n) for n in counts])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("labelled images per class")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    path = Path(path)
+    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+    return path

@@ -1,0 +1,102 @@
+"""Every script in examples/ runs end to end in its quick mode (a few steps), in a temporary folder."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pyro_adgm.label_curve import format_summary, plot_label_curve, summarise
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def one_thread(tmp_path, monkeypatch):
+    """One CPU thread (these are tiny networks; two threads on a busy 2-core machine are far slower), in tmp_path."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_example_has_a_docstring_a_quick_mode_and_main():
+    for path in sorted(EXAMPLES.glob("*.py")):
+        text = path.read_text()
+        assert text.startswith('"""'), path.name
+        assert "--quick" in text and "def main(argv" in text, path.name
+
+
+def test_mnist_100_labels_quick(tmp_path):
+    example = load_example("mnist_100_labels")
+    if not (example.DEFAULT_DATA_ROOT / "MNIST" / "raw").is_dir():
+        pytest.skip(f"MNIST not found under {example.DEFAULT_DATA_ROOT} (expected MNIST/raw there)")
+    result = example.main(["--quick", "--device", "cpu", "--out", str(tmp_path / "mnist")])
+    assert 0.0 <= result["test_error"] <= 1.0 and result["epochs"] == 1
+    saved = json.loads((tmp_path / "mnist" / "test.json").read_text())
+    assert saved["report"]["n"] == 500 and len(saved["report"]["class_names"]) == 10
+
+
+def test_mnist_split_is_the_papers():
+    example = load_example("mnist_100_labels")
+    images = torch.zeros((600, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(600) % 10
+    data = example.mnist_training_data(images, labels, 3, seed=0, train_size=500, val_size=100)
+    assert len(data.labelled_labels) == 30 and np.bincount(data.labelled_labels.numpy()).tolist() == [3] * 10
+    assert len(data.unlabelled_images) == 470 and len(data.val_labels) == 100
+
+
+def test_custom_encoder_quick(tmp_path):
+    report = load_example("custom_encoder").main(["--quick", "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert 0.0 <= report["accuracy"] <= 1.0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["custom_networks"] == ["classifier"]
+
+
+def test_label_curve_quick_and_resumable(tmp_path):
+    example = load_example("label_curve")
+    out = tmp_path / "curve"
+    summary = example.main(["--quick", "--out", str(out)])
+    assert [(s["method"], s["labels_per_class"]) for s in summary] == [("adgm", 2), ("adgm", 5), ("supervised", 2),
+                                                                       ("supervised", 5)]
+    assert all(s["test_accuracy_mean"] is not None for s in summary)
+    for name in ("label_curve.csv", "summary.csv", "label_curve.png"):
+        assert (out / name).is_file(), name
+    metrics = sorted(out.glob("*/metrics.csv"))
+    assert len(metrics) == 4
+    before = [m.stat().st_mtime_ns for m in metrics]
+    assert example.main(["--quick", "--out", str(out)]) == summary  # finished runs are read back, not trained again
+    assert [m.stat().st_mtime_ns for m in metrics] == before
+
+
+def test_label_curve_summary_and_plot(tmp_path):
+    def row(method, seed, val, test):
+        return {"method": method, "labels_per_class": 10, "seed": seed, "val_accuracy": val, "test_accuracy": test,
+                "test_roc_auc": None}
+
+    rows = [row("adgm", 0, 0.8, 0.7), row("adgm", 1, 0.6, 0.9), row("supervised", 0, 0.5, None)]
+    adgm, supervised = summarise(rows)
+    assert adgm["runs"] == 2 and adgm["val_accuracy_mean"] == pytest.approx(0.7)
+    assert adgm["val_accuracy_sd"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
+    assert supervised["val_accuracy_sd"] is None and supervised["test_accuracy_mean"] is None
+    assert "70.00 ± 14.14" in format_summary([adgm, supervised])
+    assert plot_label_curve(rows, tmp_path / "curve.png").is_file()
+
+
+def test_conditional_generation_quick(tmp_path):
+    example = load_example("conditional_generation")
+    out = example.main(["--quick", "--n", "4", "--device", "cpu", "--out", str(tmp_path / "grid.png")])
+    width, height = Image.open(out).size
+    # make_grid: 3 rows (classes) and 4 columns of 28x28 images with 2-pixel padding
+    assert (width, height) == (4 * 30 + 2, 3 * 30 + 2)
