@@ -19,3 +19,11 @@ def test_pyro_overhead_quick_compares_the_same_objective(tmp_path):
     for row in results:
         assert row["objective_mismatch"] < 1e-5
         assert row["pyro_step_s"] > 0 and row["torch_step_s"] > 0
+
+
+def test_label_sweep_quick_writes_table_and_figures(tmp_path):
+    rows = load("label_sweep").main(["--quick", "--out", str(tmp_path)])
+    assert {r["method"] for r in rows} == {"adgm", "supervised"}
+    for name in ("label_curve.csv", "summary.md", "accuracy_vs_labels.png", "val_curves.png"):
+        assert (tmp_path / name).is_file(), name
+    assert "| adgm | 3 | 1 |" in (tmp_path / "summary.md").read_text()
