@@ -120,8 +120,10 @@ def train(config: TrainConfig, **kwargs) -> tuple[dict, Path]:
     return trainer.fit(), trainer.run_dir
 
 
-def resume(run_dir: str | Path, *, epochs: int | None = None) -> tuple[dict, Path]:
-    """Continue the run in ``run_dir`` from its last checkpoint (optionally to a new number of epochs)."""
+def resume(run_dir: str | Path, *, epochs: int | None = None, model: ADGM | None = None) -> tuple[dict, Path]:
+    """Continue the run in ``run_dir`` from its last checkpoint (optionally to a new number of epochs).
+
+    ``model``: the same architecture built again, needed when the run's model has custom networks."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
@@ -133,25 +135,30 @@ def resume(run_dir: str | Path, *, epochs: int | None = None) -> tuple[dict, Pat
     if epochs is not None:
         config.epochs = epochs
     model_config = {k: v for k, v in saved["model"].items() if k not in ("num_classes", "image_size", "custom_networks")}
-    if saved["model"].get("custom_networks"):
-        raise InputError(f"{run_dir}: the model has custom networks; resume it from Python with Trainer.fit(resume=True)")
+    if saved["model"].get("custom_networks") and model is None:
+        raise InputError(f"{run_dir}: the model has custom networks; resume it from Python with resume(run_dir, model=...)")
     data = saved["data"]
     trainer = prepare_trainer(config, data=data["data"], demo=data["demo"], image_size=data["image_size"],
-                              run_dir=run_dir, model_options=model_config)  # fmt: skip
+                              run_dir=run_dir, model_options=model_config, model=model)  # fmt: skip
     return trainer.fit(resume=True), run_dir
 
 
 # using a checkpoint
 
 
-def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[ADGM, dict]:
-    """The model of a checkpoint, in eval mode on ``device``, and the checkpoint's other contents."""
+def load_model(checkpoint: str | Path, device: str = "auto", *, model: ADGM | None = None) -> tuple[ADGM, dict]:
+    """The model of a checkpoint, in eval mode on ``device``, and the checkpoint's other contents.
+
+    ``model``: the architecture built again, into which the weights are loaded (needed for custom networks)."""
     state = load_checkpoint(checkpoint)
     config = dict(state["model_config"])
-    if config.pop("custom_networks", None):
-        raise InputError(f"{checkpoint}: the model has custom networks; build it in Python and load_state_dict(model_state)")
-    model = ADGM(**config)
-    model.load_state_dict(state["model_state"])
+    if config.pop("custom_networks", None) and model is None:
+        raise InputError(f"{checkpoint}: the model has custom networks; pass model=... built the same way")
+    model = ADGM(**config) if model is None else model
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as error:
+        raise InputError(f"{checkpoint}: weights do not fit the model ({str(error).splitlines()[0]})") from None
     return model.to(resolve_device(device)).eval(), state
 
 
@@ -163,13 +170,13 @@ def class_index(state: dict, class_name: str, checkpoint: str | Path) -> int:
 
 
 def evaluate(checkpoint: str | Path, *, data: str | Path | None = None, split: str = "val",
-             out_dir: str | Path | None = None, device: str = "auto") -> dict:  # fmt: skip
+             out_dir: str | Path | None = None, device: str = "auto", model: ADGM | None = None) -> dict:  # fmt: skip
     """Accuracy, per-class accuracy, confusion matrix and ROC AUC of a checkpoint on a split.
 
     ``data`` defaults to the data the checkpoint was trained on. Writes ``evaluation-SPLIT.json`` and
     ``confusion-SPLIT.png`` to ``out_dir`` (default: the checkpoint's folder).
     """
-    model, state = load_model(checkpoint, device)
+    model, state = load_model(checkpoint, device, model=model)
     description = state.get("data", {})
     dataset = open_dataset(data, None) if data is not None else open_dataset(description.get("data"), description.get("demo"))
     task = state["train_config"]["task"]
@@ -190,11 +197,11 @@ def evaluate(checkpoint: str | Path, *, data: str | Path | None = None, split: s
 
 
 def sample(checkpoint: str | Path, class_name: str, *, n: int = 16, out: str | Path = "samples.png",
-           seed: int | None = None, device: str = "auto") -> Path:  # fmt: skip
+           seed: int | None = None, device: str = "auto", model: ADGM | None = None) -> Path:  # fmt: skip
     """Write a PNG grid of ``n`` generated X-rays of ``class_name``."""
     if n < 1:
         raise InputError(f"--n: expected at least 1 image, got {n}")
-    model, state = load_model(checkpoint, device)
+    model, state = load_model(checkpoint, device, model=model)
     label = class_index(state, class_name, checkpoint)
     if seed is not None:
         pyro.set_rng_seed(seed)
@@ -203,11 +210,11 @@ def sample(checkpoint: str | Path, class_name: str, *, n: int = 16, out: str | P
     return Path(out)
 
 
-def predict(checkpoint: str | Path, files: Sequence[str | Path], *, device: str = "auto") -> list[dict]:
+def predict(checkpoint: str | Path, files: Sequence[str | Path], *, device: str = "auto", model: ADGM | None = None) -> list[dict]:
     """Class probabilities for each DICOM/PNG/JPEG file: rows {file, predicted, p_<class>...}."""
     from data_tools.imaging import load_grayscale, to_uint8_square
 
-    model, state = load_model(checkpoint, device)
+    model, state = load_model(checkpoint, device, model=model)
     images = np.stack([to_uint8_square(load_grayscale(path), model.image_size) for path in files])
     probs = predict_proba(model, torch.from_numpy(images), device=next(model.parameters()).device)
     names = state["class_names"]

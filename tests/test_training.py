@@ -110,3 +110,22 @@ def test_main_job_on_demo_data_beats_chance(tmp_path):
     assert report["roc_auc"] > 0.8
     assert report["accuracy"] > majority_rate + 0.08
     assert min(report["per_class_accuracy"].values()) > 0.5  # not one class for everything
+
+
+def test_custom_network_checkpoint_needs_and_accepts_the_rebuilt_model(tmp_path):
+    from pyro_adgm import ADGM, CategoricalNet, MLPTrunk
+    from pyro_adgm.runs import load_model, sample
+
+    def build():
+        torch.manual_seed(0)
+        classifier = CategoricalNet(MLPTrunk(28 * 28, (16,)), {"a": 8}, 3, hidden=(16,))
+        return ADGM(num_classes=3, image_size=28, networks={"classifier": classifier}, **SMALL_MODEL)
+
+    _, run_dir = train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run", model=build())
+    with pytest.raises(InputError, match="custom networks"):
+        load_model(run_dir / "best.pt")
+    model, state = load_model(run_dir / "best.pt", model=build())
+    torch.testing.assert_close(model.classifier.trunk.layers[1].weight, state["model_state"]["classifier.trunk.layers.1.weight"])
+    assert sample(run_dir / "best.pt", "opacity", n=4, out=tmp_path / "s.png", model=build()).is_file()
+    _, resumed = resume(run_dir, epochs=2, model=build())
+    assert load_checkpoint(resumed / "last.pt")["epoch"] == 2
