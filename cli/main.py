@@ -11,8 +11,8 @@ import click
 from cli.errors import one_line_errors
 from cli.prepare import prepare
 from pyro_adgm import runs
-from pyro_adgm.runs import DEMO_DEFAULTS
 from pyro_adgm.augment import BACKENDS
+from pyro_adgm.runs import DEMO_DEFAULTS
 from pyro_adgm.training import METHODS, TrainConfig
 
 

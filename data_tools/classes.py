@@ -12,7 +12,7 @@ Any other set of K names gets one task ``f"{K}class"`` that maps each name to it
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _norm(name: str) -> str:

@@ -20,9 +20,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class IndexTable:
     split: np.ndarray
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, str]]) -> "IndexTable":
+    def from_rows(cls, rows: Sequence[Mapping[str, str]]) -> IndexTable:
         columns = {name: np.array([str(row.get(name, "") or "") for row in rows], dtype=object) for name in INDEX_COLUMNS}
         return cls(**columns)
 
@@ -86,7 +86,7 @@ class PreparedDataset:
     # reading
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "PreparedDataset":
+    def load(cls, path: str | os.PathLike) -> PreparedDataset:
         """Open a prepared dataset folder; the images stay on disk, memory-mapped."""
         path = Path(path)
         if not path.is_dir():

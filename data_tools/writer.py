@@ -32,10 +32,10 @@ import shutil
 import signal
 import time
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -217,7 +217,7 @@ class _Staging:
             os.truncate(self.log_path, good_bytes)
         return records
 
-    def row_writer(self) -> "_RowWriter":
+    def row_writer(self) -> _RowWriter:
         return _RowWriter(self.images_path, self.log_path, self.size)
 
 

@@ -4,6 +4,7 @@ The model (:class:`ADGM`), its swappable networks, the trainer and the whole-job
 """
 
 from pyro_adgm.augment import AugmentSettings, DeviceAugment, make_augment
+from pyro_adgm.layers import ConvTrunk
 from pyro_adgm.likelihoods import BernoulliLikelihood, GaussianLikelihood
 from pyro_adgm.model import ADGM, SharedNoiseNormal
 from pyro_adgm.networks import (
@@ -15,9 +16,8 @@ from pyro_adgm.networks import (
     conv_networks,
     mlp_networks,
 )
-from pyro_adgm.layers import ConvTrunk
 from pyro_adgm.runs import evaluate, load_model, predict, prepare_trainer, resume, sample, train
-from pyro_adgm.training import Trainer, TrainConfig, TrainingData, TrainingDiverged
+from pyro_adgm.training import TrainConfig, Trainer, TrainingData, TrainingDiverged
 
 __all__ = [
     "ADGM", "AugmentSettings", "BernoulliLikelihood", "CategoricalNet", "ConvImageDecoder", "ConvTrunk",

@@ -8,7 +8,7 @@ and out of batch-norm statistics (which are computed per enumerated value, never
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

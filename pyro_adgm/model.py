@@ -19,7 +19,7 @@ Shapes: x (B, C, S, S) float in [0, 1]; y (B,) int64 class indices; K classes; u
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -44,7 +44,7 @@ class SharedNoiseNormal(dist.Normal):
     of the sampling noise out of the gradient that the unlabelled term sends to q(y|a,x).
     """
 
-    def rsample(self, sample_shape=torch.Size()):
+    def rsample(self, sample_shape=()):
         sample_shape = torch.Size(sample_shape)
         noise_shape = sample_shape + (1,) * max(self.loc.dim() - 2, 0) + self.loc.shape[-2:]
         noise = torch.empty(noise_shape, dtype=self.loc.dtype, device=self.loc.device).normal_()

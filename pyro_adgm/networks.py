@@ -17,7 +17,7 @@ replace a default one (a trunk only needs ``forward(x) -> (B, F)`` and an ``out_
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

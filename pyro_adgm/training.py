@@ -19,9 +19,9 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyro
@@ -87,7 +87,7 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         values = dict(values)
         values["betas"] = tuple(values.get("betas", (0.9, 0.999)))
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
@@ -105,7 +105,7 @@ class TrainingData:
     class_names: tuple[str, ...]
     description: dict = field(default_factory=dict)  # where the data came from, for config.json
 
-    def to(self, device: torch.device) -> "TrainingData":
+    def to(self, device: torch.device) -> TrainingData:
         moved = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
         return TrainingData(**moved)
 

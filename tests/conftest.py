@@ -2,7 +2,6 @@
 
 import pyro
 import pytest
-import torch
 
 from data_tools.demo import make_demo_dataset
 

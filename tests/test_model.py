@@ -3,12 +3,11 @@
 import pyro
 import pytest
 import torch
+from conftest import SMALL_MODEL
 from pyro import poutine
 
 from pyro_adgm.layers import GroupedBatchNorm2d, conv_geometry
 from pyro_adgm.model import ADGM
-
-from conftest import SMALL_MODEL
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])

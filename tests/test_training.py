@@ -5,13 +5,12 @@ import json
 
 import pytest
 import torch
+from conftest import SMALL_MODEL
 
 from data_tools.errors import InputError
 from pyro_adgm.checkpoint import load_checkpoint
 from pyro_adgm.runs import prepare_trainer, resume, train
 from pyro_adgm.training import TrainConfig, TrainingDiverged, kl_warmup_weight
-
-from conftest import SMALL_MODEL
 
 TINY_DEMO = {"n_images": 150, "image_size": 28, "seed": 3}
 
@@ -56,6 +55,7 @@ def test_resume_continues_exactly(tmp_path):
     train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "split", model_options=SMALL_MODEL)
     resumed_report, resumed = resume(tmp_path / "split", epochs=2)
     columns = ("train_loss", "labelled_bound", "unlabelled_bound", "classification_loss", "train_accuracy", "val_accuracy")
+    assert len(read_rows(straight)) == len(read_rows(resumed)) == 2
     for a, b in zip(read_rows(straight), read_rows(resumed)):
         for column in columns:
             assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-4, abs=1e-4), column
