@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.errors import one_line_errors
+from data_tools.demo import DEMO_IMAGE_SIZE, DEMO_N_IMAGES
 
 
 @click.group()
@@ -19,8 +20,8 @@ def prepare():
 
 @prepare.command("demo")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write.")
-@click.option("--n-images", default=1200, show_default=True, help="Number of phantoms.")
-@click.option("--size", default=64, show_default=True, help="Image side in pixels.")
+@click.option("--n-images", default=DEMO_N_IMAGES, show_default=True, help="Number of phantoms.")
+@click.option("--size", default=DEMO_IMAGE_SIZE, show_default=True, help="Image side in pixels.")
 @click.option("--val-fraction", default=0.1, show_default=True)
 @click.option("--test-fraction", default=0.1, show_default=True)
 @click.option("--seed", default=0, show_default=True)

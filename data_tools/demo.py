@@ -18,6 +18,8 @@ import numpy as np
 from data_tools.dataset import IndexTable, PreparedDataset, stratified_split
 
 DEMO_CLASSES = ("normal", "opacity", "not-normal")
+#: The demo used by `pyro-adgm train` without --data and by `pyro-adgm prepare demo`.
+DEMO_N_IMAGES, DEMO_IMAGE_SIZE = 3000, 48
 DEMO_TASKS = {
     "2class": {"normal": ["normal"], "abnormal": ["opacity", "not-normal"]},
     "3class": {"normal": ["normal"], "opacity": ["opacity"], "not-normal": ["not-normal"]},
@@ -73,8 +75,8 @@ def render_phantom(rng: np.random.Generator, size: int, class_name: str) -> np.n
 
 
 def make_demo_dataset(
-    n_images: int = 1200,
-    image_size: int = 64,
+    n_images: int = DEMO_N_IMAGES,
+    image_size: int = DEMO_IMAGE_SIZE,
     *,
     seed: int = 0,
     val_fraction: float = 0.1,

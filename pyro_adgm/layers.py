@@ -23,8 +23,8 @@ def conv_geometry(image_size: int, min_size: int = 8) -> list[int]:
     >>> conv_geometry(225)
     [225, 113, 57, 29, 15, 8]
     """
-    if image_size < 4:
-        raise ValueError(f"image_size: expected at least 4 pixels, got {image_size}")
+    if image_size <= min_size:
+        raise ValueError(f"image_size: expected more than {min_size} pixels, got {image_size}")
     sizes = [image_size]
     while sizes[-1] > min_size:
         sizes.append(math.ceil(sizes[-1] / 2))
@@ -89,7 +89,7 @@ class ConvTrunk(nn.Module):
         sizes = conv_geometry(image_size)
         depth = len(sizes) - 1
         if len(channels) < depth:
-            raise ValueError(f"channels: {image_size}x{image_size} needs {depth} conv layers, got {len(channels)} widths")
+            raise ValueError(f"image_size {image_size}: needs {depth} conv layers but channels has {len(channels)} widths (28 to 256 fit the default)")
         widths = [in_channels] + list(channels[:depth])
         layers: list[nn.Module] = []
         for c_in, c_out in zip(widths[:-1], widths[1:]):

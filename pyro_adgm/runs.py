@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from data_tools.dataset import PreparedDataset, labelled_subset
-from data_tools.demo import make_demo_dataset
+from data_tools.demo import DEMO_IMAGE_SIZE, DEMO_N_IMAGES, make_demo_dataset
 from data_tools.errors import InputError
 from pyro_adgm.checkpoint import atomic_write_json, load_checkpoint
 from pyro_adgm.evaluation import classification_report, predict_proba
@@ -27,7 +27,7 @@ from pyro_adgm.training import TrainConfig, Trainer, TrainingData, resolve_devic
 
 logger = logging.getLogger(__name__)
 
-DEMO_DEFAULTS = {"n_images": 3000, "image_size": 48, "seed": 0}
+DEMO_DEFAULTS = {"n_images": DEMO_N_IMAGES, "image_size": DEMO_IMAGE_SIZE, "seed": 0}
 
 
 # data
@@ -43,7 +43,7 @@ def open_dataset(data: str | Path | None, demo: dict | None = None) -> PreparedD
 
 def load_images(dataset: PreparedDataset, rows: np.ndarray, image_size: int | None = None, chunk: int = 1024) -> torch.Tensor:
     """Rows of the dataset as a uint8 tensor (n, S, S), resized (anti-aliased) when ``image_size`` differs."""
-    rows = np.sort(np.asarray(rows, dtype=np.int64)) if len(rows) else np.zeros(0, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
     size = image_size or dataset.image_size
     out = torch.empty((len(rows), size, size), dtype=torch.uint8)
     for start in range(0, len(rows), chunk):
@@ -98,11 +98,15 @@ def prepare_trainer(config: TrainConfig, *, data: str | Path | None = None, demo
     dataset = open_dataset(data, demo)
     size = image_size or dataset.image_size
     description = {"data": str(Path(data).resolve()) if data is not None else None,
-                   "demo": {**DEMO_DEFAULTS, **(demo or {})} if data is None else None, "image_size": size}  # fmt: skip
+                   "demo": {**DEMO_DEFAULTS, **(demo or {})} if data is None else None, "image_size": size,
+                   "preprocessing": dataset.meta.get("preprocessing")}  # fmt: skip
     training_data = build_training_data(dataset, config.task, config.labels_per_class, seed=config.seed,
                                         image_size=size, description=description)  # fmt: skip
     if model is None:
-        model = ADGM(num_classes=len(training_data.class_names), image_size=size, **(model_options or {}))
+        try:
+            model = ADGM(num_classes=len(training_data.class_names), image_size=size, **(model_options or {}))
+        except ValueError as error:
+            raise InputError(f"model: {error}") from None
     elif model.num_classes != len(training_data.class_names) or model.image_size != size:
         raise InputError(f"model: built for {model.num_classes} classes at {model.image_size}px, data has "
                          f"{len(training_data.class_names)} classes at {size}px")  # fmt: skip
@@ -131,7 +135,8 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, model: ADGM | None
     if not (run_dir / "last.pt").is_file():
         raise InputError(f"{run_dir}: no last.pt yet; the run finished no epoch, start it again instead")
     saved = json.loads(config_path.read_text())
-    config = TrainConfig.from_dict(saved["train"])
+    # last.pt, not config.json, holds the epochs of the latest resume with a new number of epochs
+    config = TrainConfig.from_dict(load_checkpoint(run_dir / "last.pt")["train_config"])
     if epochs is not None:
         config.epochs = epochs
     model_config = {k: v for k, v in saved["model"].items() if k not in ("num_classes", "image_size", "custom_networks")}
@@ -165,7 +170,7 @@ def load_model(checkpoint: str | Path, device: str = "auto", *, model: ADGM | No
 def class_index(state: dict, class_name: str, checkpoint: str | Path) -> int:
     names = list(state["class_names"])
     if class_name not in names:
-        raise InputError(f"--class {class_name!r}: {checkpoint} has classes {', '.join(names)}")
+        raise InputError(f"class {class_name!r}: {checkpoint} has classes {', '.join(names)}")
     return names.index(class_name)
 
 
@@ -200,7 +205,7 @@ def sample(checkpoint: str | Path, class_name: str, *, n: int = 16, out: str | P
            seed: int | None = None, device: str = "auto", model: ADGM | None = None) -> Path:  # fmt: skip
     """Write a PNG grid of ``n`` generated X-rays of ``class_name``."""
     if n < 1:
-        raise InputError(f"--n: expected at least 1 image, got {n}")
+        raise InputError(f"number of images: expected at least 1, got {n}")
     model, state = load_model(checkpoint, device, model=model)
     label = class_index(state, class_name, checkpoint)
     if seed is not None:
@@ -211,11 +216,16 @@ def sample(checkpoint: str | Path, class_name: str, *, n: int = 16, out: str | P
 
 
 def predict(checkpoint: str | Path, files: Sequence[str | Path], *, device: str = "auto", model: ADGM | None = None) -> list[dict]:
-    """Class probabilities for each DICOM/PNG/JPEG file: rows {file, predicted, p_<class>...}."""
+    """Class probabilities for each DICOM/PNG/JPEG file: rows {file, predicted, p_<class>...}.
+
+    Files are squared (crop or pad) and windowed (VOI LUT or not) as the training data was prepared."""
     from data_tools.imaging import load_grayscale, to_uint8_square
 
     model, state = load_model(checkpoint, device, model=model)
-    images = np.stack([to_uint8_square(load_grayscale(path), model.image_size) for path in files])
+    preprocessing = state.get("data", {}).get("preprocessing")
+    preprocessing = preprocessing if isinstance(preprocessing, dict) else {}  # the demo's is a sentence
+    mode, voi_lut = preprocessing.get("square", "crop"), bool(preprocessing.get("voi_lut", False))
+    images = np.stack([to_uint8_square(load_grayscale(path, voi_lut=voi_lut), model.image_size, mode=mode) for path in files])
     probs = predict_proba(model, torch.from_numpy(images), device=next(model.parameters()).device)
     names = state["class_names"]
     return [

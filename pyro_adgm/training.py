@@ -29,6 +29,7 @@ import torch
 from pyro.infer import SVI, TraceEnum_ELBO
 from tqdm.auto import tqdm
 
+from data_tools.errors import InputError
 from pyro_adgm.augment import make_augment
 from pyro_adgm.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from pyro_adgm.evaluation import classification_report, predict_proba, to_float_images
@@ -114,10 +115,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from data_tools.errors import InputError
-
-        raise InputError(f"device {name!r}: CUDA is not available on this machine (use --device cpu or auto)")
-    return torch.device(name)
+        raise InputError(f"device {name!r}: CUDA is not available on this machine (use cpu or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InputError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
 
 
 def kl_warmup_weight(epoch: int, step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
@@ -134,8 +136,6 @@ class Trainer:
 
     def __init__(self, model: ADGM, data: TrainingData, config: TrainConfig, run_dir: str | Path, *, extra_config: dict | None = None):
         if config.method not in METHODS:
-            from data_tools.errors import InputError
-
             raise InputError(f"method: expected one of {', '.join(METHODS)}, got {config.method!r}")
         self.config = config
         self.device = resolve_device(config.device)
@@ -146,9 +146,9 @@ class Trainer:
         self.augment = make_augment(config.augment)
         n_l, n_u = len(data.labelled_labels), len(data.unlabelled_images)
         if n_l == 0:
-            from data_tools.errors import InputError
-
             raise InputError("labelled set: expected at least one labelled image")
+        if len(data.val_labels) == 0:
+            raise InputError("validation set: expected at least one image (it selects the best checkpoint)")
         self.alpha = config.beta * (n_l + n_u) / n_l
         self.use_unlabelled = config.method == "adgm" and n_u > 0
         # the supervised baseline takes as many steps as the ADGM: one pass over the unlabelled images
@@ -200,7 +200,7 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from ``last.pt`` of the run directory; drop metric rows written after it."""
-        self.load_state(load_checkpoint(self.run_dir / "last.pt", map_location=self.device))
+        self.load_state(load_checkpoint(self.run_dir / "last.pt"))  # on the CPU: RNG states must stay there
         rows = [r for r in self.read_metrics() if int(r["epoch"]) <= self.epoch]
         self.write_metrics(rows)
         logger.info("resuming %s after epoch %d", self.run_dir, self.epoch)
@@ -236,13 +236,14 @@ class Trainer:
         batch_l = min(cfg.batch_size, n_l)
         needed = self.steps_per_epoch * batch_l
         order_l = torch.cat([torch.randperm(n_l, generator=generator) for _ in range(math.ceil(needed / n_l))]).to(self.device)
+        # nearly equal unlabelled batches (sizes differ by at most one), so no step gets a lone image
+        chunks_u = order_u.tensor_split(self.steps_per_epoch) if order_u is not None else None
         for step in range(self.steps_per_epoch):
             idx_l = order_l[step * batch_l : (step + 1) * batch_l]
             x_l = self._inputs(data.labelled_images[idx_l])
             x_u = None
-            if order_u is not None:
-                idx_u = order_u[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                x_u = self._inputs(data.unlabelled_images[idx_u])
+            if chunks_u is not None:
+                x_u = self._inputs(data.unlabelled_images[chunks_u[step]])
             yield x_l, data.labelled_labels[idx_l], x_u
 
     def _step(self, x_l, y_l, x_u, kl_weight: float, unlabelled_weight: float = 1.0) -> float:

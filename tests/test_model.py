@@ -28,15 +28,24 @@ def test_enumeration_shapes(num_classes, image_size):
 
 
 def test_trunks_see_x_once_and_batch_norm_never_sees_enumeration():
-    model = ADGM(num_classes=3, image_size=28, **SMALL_MODEL)
-    seen = []
+    """One unlabelled ELBO evaluation: each trunk on x runs once on the 4 images; the decoder's batch norm
+    normalises K groups of 4 (one per enumerated class), never the K*4 stack as one batch."""
+    from pyro_adgm.layers import ConvTrunk
+
+    model = ADGM(num_classes=3, image_size=28, **SMALL_MODEL).train()
+    trunk_calls, plain_norms, grouped_norms = {}, [], []
     for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d) or type(module) is torch.nn.BatchNorm2d:
-            module.register_forward_hook(lambda m, inputs, out: seen.append((type(m).__name__, inputs[0].shape)))
-    x = torch.rand(4, 1, 28, 28)
-    poutine.trace(poutine.enum(model.guide, first_available_dim=-2)).get_trace(x)
-    # every conv and batch norm of the x-trunks ran on exactly the 4 images, once per network
-    assert seen and all(shape[0] == 4 and len(shape) == 4 for _, shape in seen)
+        if isinstance(module, ConvTrunk):
+            module.register_forward_hook(lambda m, inputs, out: trunk_calls.setdefault(id(m), []).append(inputs[0].shape))
+        elif isinstance(module, GroupedBatchNorm2d):
+            module.register_forward_hook(lambda m, inputs, out: grouped_norms.append((inputs[0].shape[0], inputs[1])))
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            module.register_forward_hook(lambda m, inputs, out: plain_norms.append(inputs[0].shape))
+    pyro.infer.TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, model.guide, torch.rand(4, 1, 28, 28))
+    assert len(trunk_calls) == 4  # q(a|x), q(y|a,x), q(z|a,y,x), p(a|z,y,x)
+    assert all(shapes == [(4, 1, 28, 28)] for shapes in trunk_calls.values())
+    assert plain_norms and all(shape[0] == 4 for shape in plain_norms)
+    assert grouped_norms and all(rows == 3 * 4 and groups == 3 for rows, groups in grouped_norms)
 
 
 def test_grouped_batch_norm_equals_batch_norm_per_group():

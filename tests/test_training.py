@@ -58,10 +58,10 @@ def test_resume_continues_exactly(tmp_path):
     assert len(read_rows(straight)) == len(read_rows(resumed)) == 2
     for a, b in zip(read_rows(straight), read_rows(resumed)):
         for column in columns:
-            assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-4, abs=1e-4), column
+            assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-6, abs=1e-9), column
     state_a, state_b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
     for name, value in state_a["model_state"].items():
-        torch.testing.assert_close(value, state_b["model_state"][name], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(value, state_b["model_state"][name], rtol=1e-6, atol=1e-8)
     assert straight_report["confusion_matrix"] == resumed_report["confusion_matrix"]
 
 
@@ -87,11 +87,13 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path
 
 def test_supervised_baseline_trains_only_the_classifier_path(tmp_path):
     trainer = prepare_trainer(tiny_config(method="supervised", epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
-    decoder_before = {k: v.clone() for k, v in trainer.model.image_decoder.state_dict().items()}
+    generative = ("image_decoder", "aux_decoder", "latent_encoder")
+    before = {name: {k: v.clone() for k, v in getattr(trainer.model, name).state_dict().items()} for name in generative}
     classifier_before = [p.clone() for p in trainer.model.classifier.parameters()]
     trainer.fit()
-    for name, value in trainer.model.image_decoder.state_dict().items():
-        torch.testing.assert_close(value, decoder_before[name])
+    for network in generative:
+        for name, value in getattr(trainer.model, network).state_dict().items():
+            torch.testing.assert_close(value, before[network][name])
     assert any(not torch.equal(p, q) for p, q in zip(trainer.model.classifier.parameters(), classifier_before))
     assert read_rows(tmp_path / "run")[0]["labelled_bound"] == "nan"
 
@@ -129,3 +131,23 @@ def test_custom_network_checkpoint_needs_and_accepts_the_rebuilt_model(tmp_path)
     assert sample(run_dir / "best.pt", "opacity", n=4, out=tmp_path / "s.png", model=build()).is_file()
     _, resumed = resume(run_dir, epochs=2, model=build())
     assert load_checkpoint(resumed / "last.pt")["epoch"] == 2
+
+
+def test_training_data_keeps_splits_apart_and_labels_aligned():
+    from data_tools.demo import make_demo_dataset
+    from pyro_adgm.runs import build_training_data
+
+    dataset = make_demo_dataset(200, 16, seed=5)
+    data = build_training_data(dataset, "3class", 4, seed=2)
+    labels, names = dataset.task_labels("3class")
+    as_rows = {bytes(img): i for i, img in enumerate(dataset.images)}  # phantoms are all different
+    labelled = [as_rows[bytes(img.numpy())] for img in data.labelled_images]
+    unlabelled = [as_rows[bytes(img.numpy())] for img in data.unlabelled_images]
+    val = [as_rows[bytes(img.numpy())] for img in data.val_images]
+    assert len(set(labelled)) == 12 and not set(labelled) & set(unlabelled)
+    assert {dataset.index.split[i] for i in labelled + unlabelled} == {"train"}
+    assert {dataset.index.split[i] for i in val} == {"val"}
+    assert len(labelled) + len(unlabelled) == len(dataset.split_indices("train"))
+    assert data.labelled_labels.tolist() == labels[labelled].tolist()
+    assert data.val_labels.tolist() == labels[val].tolist()
+    assert sorted(data.labelled_labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
