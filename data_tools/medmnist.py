@@ -19,6 +19,7 @@ import numpy as np
 
 from data_tools.classes import canonical_tasks
 from data_tools.dataset import SPLITS
+from data_tools.dicom import LUMINANCE
 from data_tools.errors import InputError
 from data_tools.imaging import to_uint8_square
 from data_tools.writer import ImageTask, PrepareResult, prepare_images
@@ -26,7 +27,6 @@ from data_tools.writer import ImageTask, PrepareResult, prepare_images
 logger = logging.getLogger(__name__)
 
 PNEUMONIAMNIST_CLASSES = ("normal", "pneumonia")
-LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class _NpzRows:
