@@ -27,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pyro_adgm.label_curve import plot_label_curve, run_dir_name, run_label_curve, summarise  # noqa: E402
+from pyro_adgm.plots import save_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_28.npz"
@@ -54,8 +55,7 @@ def plot_val_curves(out_dir: Path, labels: list[int], methods: list[str], seed: 
         ax.set_title(f"{method}: validation accuracy per epoch (seed {seed})")
         ax.set_xlabel("epoch")
         ax.legend()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def summary_markdown(rows: list[dict], command: str) -> str:

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from pyro_adgm import runs
-from pyro_adgm.checkpoint import atomic_write_bytes, atomic_write_text
+from pyro_adgm.checkpoint import atomic_write_text
+from pyro_adgm.plots import save_figure
 from pyro_adgm.training import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,5 @@ def plot_label_curve(rows: Sequence[dict], path: str | Path, *, metric: str | No
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     path = Path(path)
-    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
+    save_figure(fig, path)
     return path

@@ -16,7 +16,8 @@ from torchvision.utils import make_grid  # noqa: E402
 from pyro_adgm.checkpoint import atomic_write_bytes  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically and close it."""
     atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)
 
@@ -32,7 +33,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_curves(rows: Sequence[dict], path: Path) -> None:
@@ -56,7 +57,7 @@ def plot_curves(rows: Sequence[dict], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def save_image_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> None:
