@@ -25,7 +25,6 @@ import io
 import logging
 import struct
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -194,19 +193,6 @@ def pixels_to_unit(ds: pydicom.Dataset, *, voi_lut: bool = False, name: str = "<
     if photometric == "MONOCHROME1":
         image = 1.0 - image
     return image
-
-
-def read_dicom(path: str | Path, *, voi_lut: bool = False) -> np.ndarray:
-    """Read a DICOM file into float32 (H, W) in [0, 1] (0 = black, 1 = white as shown by ``MONOCHROME2``).
-
-    Raises :class:`ImageReadError` (an :class:`InputError`) naming the file and the reason when it cannot.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ImageReadError("unreadable", f"{path}: cannot be read ({error.strerror or error})") from None
-    return pixels_to_unit(parse_dicom(data, str(path)), voi_lut=voi_lut, name=str(path))
 
 
 def draft_eligible(ds: pydicom.Dataset, *, voi_lut: bool) -> bool:

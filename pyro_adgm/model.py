@@ -233,10 +233,13 @@ class ADGM(nn.Module):
             a = dist.Normal(a_loc, a_scale).sample((num_samples,))
             return self.classifier(x, a=a).softmax(-1).mean(0)
 
-    def generate(self, y: int | torch.Tensor, n: int = 16) -> torch.Tensor:
-        """Images of class ``y``: the mean of p(x|z,y) for n draws z ~ p(z); (n, C, S, S) in [0, 1], eval mode."""
+    def generate(self, y: int | torch.Tensor, n: int = 16, *, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Images of class ``y``: the mean of p(x|z,y) for n draws z ~ p(z) (or the given z (n, Z));
+        (n, C, S, S) in [0, 1], eval mode."""
         device = self.class_prior.device
+        if z is None:
+            z = torch.randn(n, self.z_dim, device=device, dtype=self.class_prior.dtype)
+        n = z.shape[0]
         labels = torch.full((n,), int(y), device=device) if not torch.is_tensor(y) else y.to(device).expand(n)
         with self.evaluating():
-            z = torch.randn(n, self.z_dim, device=device, dtype=self.class_prior.dtype)
-            return self.likelihood.mean(self.image_decoder(z=z, y=self.one_hot(labels)))
+            return self.likelihood.mean(self.image_decoder(z=z.to(device), y=self.one_hot(labels)))

@@ -118,9 +118,10 @@ def train(config: TrainConfig, **kwargs) -> tuple[dict, Path]:
 
     Keyword arguments as :func:`prepare_trainer`. A run directory that already holds a run is refused.
     """
-    trainer = prepare_trainer(config, **kwargs)
-    if (trainer.run_dir / "last.pt").exists():
-        raise InputError(f"{trainer.run_dir}: already holds a run; continue it with --resume {trainer.run_dir} or choose another --out")
+    run_dir = Path(kwargs.pop("run_dir", None) or default_run_dir(config))
+    if (run_dir / "last.pt").exists():  # checked before any data is read
+        raise InputError(f"{run_dir}: already holds a run; resume it or choose another run directory")
+    trainer = prepare_trainer(config, run_dir=run_dir, **kwargs)
     return trainer.fit(), trainer.run_dir
 
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from data_helpers import phantom, shared_data_or_skip, stored_values, write_dicom, write_jpeg_rgb, write_png
 
-from data_tools.dicom import ImageReadError, read_dicom
+from data_tools.dicom import ImageReadError
 from data_tools.errors import InputError
 from data_tools.imaging import load_grayscale, prepare_image, to_uint8_square
+from data_tools.imaging import load_grayscale as read_dicom
 
 
 @pytest.mark.parametrize("bits", [8, 12, 16])
