@@ -91,12 +91,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=100, help="passes over the unlabelled images")
     parser.add_argument("--batch-size", type=int, default=100, help="images per step, labelled and unlabelled each")
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--beta", type=float, default=1.0, help="weight of the classification term, alpha = beta * N / N_l")
+    parser.add_argument("--beta", type=float, default=0.1, help="weight of the classification term, alpha = beta * N / N_l")
+    parser.add_argument("--hours", type=float, default=None,
+                        help="stop before an epoch that would take the training time past this (over resumes too)")
+    parser.add_argument("--labelled-weighting", choices=("bound", "balanced"), default="balanced",
+                        help="bound: each labelled image counts once in J^alpha; balanced: a step's labelled batch "
+                             "weighs as much as its unlabelled batch (the authors' code)")
     parser.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up 0 -> 1 over this many epochs")
     parser.add_argument("--seed", type=int, default=0, help="seeds the labelled subset and the training")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--skip-test", action="store_true", help="do not read the test set (for tuning runs)")
     parser.add_argument("--quick", action="store_true", help="a few steps on 1,000 images, small networks")
     return parser.parse_args(argv)
 
@@ -118,14 +124,17 @@ def main(argv: list[str] | None = None) -> dict:
         data = mnist_training_data(images, labels, args.labels_per_class, seed=args.seed)
         model, epochs = build_model(), args.epochs
     config = TrainConfig(task="mnist", labels_per_class=args.labels_per_class, epochs=epochs, batch_size=args.batch_size,
-                         warmup_epochs=args.warmup_epochs, beta=args.beta, lr=args.lr, device=args.device, seed=args.seed,
-                         augment="none", binarize=True)  # fmt: skip
+                         warmup_epochs=args.warmup_epochs, beta=args.beta, labelled_weighting=args.labelled_weighting, lr=args.lr, device=args.device, seed=args.seed,
+                         augment="none", binarize=True, max_seconds=args.hours * 3600 if args.hours else None)  # fmt: skip
     resume = args.resume and (args.out / "last.pt").exists()
     if not resume and (args.out / "last.pt").exists():
         raise SystemExit(f"{args.out}: already holds a run; continue it with --resume or choose another --out")
     trainer = Trainer(model, data, config, args.out)
     report = trainer.fit(resume=resume)
     seconds = sum(float(row["seconds"]) for row in trainer.read_metrics())  # every epoch, over resumed sessions too
+    if args.skip_test:
+        print(f"validation accuracy {100 * report['accuracy']:.2f}% (best epoch {report['best_epoch']}); test not read")
+        return {"val_accuracy": report["accuracy"], "best_epoch": report["best_epoch"], "seconds": round(seconds, 1)}
     # the test set, once, with the best-validation checkpoint (fit() has loaded it)
     probs = predict_proba(model, test_images, device=trainer.device)
     test = classification_report(probs, test_labels.numpy(), CLASS_NAMES)

@@ -125,8 +125,10 @@ def train(config: TrainConfig, **kwargs) -> tuple[dict, Path]:
     return trainer.fit(), trainer.run_dir
 
 
-def resume(run_dir: str | Path, *, epochs: int | None = None, model: ADGM | None = None) -> tuple[dict, Path]:
-    """Continue the run in ``run_dir`` from its last checkpoint (optionally to a new number of epochs).
+def resume(run_dir: str | Path, *, epochs: int | None = None, max_seconds: float | None = None,
+           model: ADGM | None = None) -> tuple[dict, Path]:  # fmt: skip
+    """Continue the run in ``run_dir`` from its last checkpoint (optionally to a new number of epochs, or with
+    a new limit on the training time in seconds, counted over the whole run; ``math.inf`` lifts it).
 
     ``model``: the same architecture built again, needed when the run's model has custom networks."""
     run_dir = Path(run_dir)
@@ -140,6 +142,8 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, model: ADGM | None
     config = TrainConfig.from_dict(load_checkpoint(run_dir / "last.pt")["train_config"])
     if epochs is not None:
         config.epochs = epochs
+    if max_seconds is not None:
+        config.max_seconds = max_seconds
     model_config = {k: v for k, v in saved["model"].items() if k not in ("num_classes", "image_size", "custom_networks")}
     if saved["model"].get("custom_networks") and model is None:
         raise InputError(f"{run_dir}: the model has custom networks; resume it from Python with resume(run_dir, model=...)")

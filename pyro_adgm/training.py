@@ -1,18 +1,21 @@
 """Training: SVI with TraceEnum_ELBO over paired labelled/unlabelled batches, KL warm-up, checkpoints, resume.
 
 One optimiser step draws an unlabelled batch and a labelled batch and maximises the semi-supervised objective
-J^alpha of :class:`~pyro_adgm.model.ADGM` (alpha = beta * (N_l + N_u) / N_l). An epoch is one pass over the
+J^alpha of :class:`~pyro_adgm.model.ADGM` (alpha = beta * (N_l + N_u) / N_l), by default with the labelled batch
+weighted like the unlabelled one (``labelled_weighting``). An epoch is one pass over the
 unlabelled images (ceil(N_u / batch) steps); the labelled images are cycled through in a fresh order each
 pass. The ``supervised`` method trains only q(a|x) and q(y|a,x) on the labelled images with the same networks,
 augmentation, optimiser, number of steps and model selection, as a baseline.
 
 A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch), ``last.pt`` and ``best.pt``
-(best validation accuracy), all written atomically, and at the end ``report.json``, ``confusion.png`` and
+(best validation accuracy; the weights evaluated are a moving average of the trained ones unless
+``weight_average_decay`` is None), all written atomically, and at the end ``report.json``, ``confusion.png`` and
 ``curves.png``. :meth:`Trainer.fit` continues from ``last.pt`` when asked to resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -31,6 +34,7 @@ from tqdm.auto import tqdm
 
 from data_tools.errors import InputError
 from pyro_adgm.augment import make_augment
+from pyro_adgm.averaging import WeightAverage
 from pyro_adgm.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from pyro_adgm.evaluation import classification_report, predict_proba, to_float_images
 from pyro_adgm.model import ADGM
@@ -41,6 +45,7 @@ logger = logging.getLogger(__name__)
 METRIC_COLUMNS = ("epoch", "train_loss", "labelled_bound", "unlabelled_bound", "classification_loss", "kl_weight",
                   "unlabelled_weight", "train_accuracy", "val_accuracy", "seconds")  # fmt: skip
 METHODS = ("adgm", "supervised")
+LABELLED_WEIGHTINGS = ("bound", "balanced")
 PAPER_EPOCHS = {"2class": 100, "3class": 200}
 
 # labelled-only programs (the supervised baseline, or no unlabelled data) have nothing to enumerate
@@ -65,6 +70,11 @@ class TrainConfig:
     # shape it (BENCHMARKS.md, "Classifier collapse"); after the ramp the objective is exactly J^alpha.
     unlabelled_warmup_epochs: float | None = None
     beta: float = 1.0
+    # "balanced": a step's labelled batch is scaled like its unlabelled batch (N_u / B_u), so each labelled
+    # image counts N_u / N_l times, as in the ADGM and M2 authors' code (a mean over each batch per step).
+    # "bound": each labelled image counts once in J^alpha (a step's labelled batch is scaled by N_l / B_l).
+    # balanced learns faster and holds its accuracy better (BENCHMARKS.md, "Stability" and "MNIST").
+    labelled_weighting: str = "balanced"
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-5
@@ -73,7 +83,12 @@ class TrainConfig:
     augment: str = "device"
     binarize: bool = False  # train on x ~ Bernoulli(pixel) (for a Bernoulli likelihood); bounds use x > 0.5
     method: str = "adgm"
+    # evaluate and checkpoint an exponential moving average of the weights (per-step decay; None: the raw
+    # weights). It keeps validation accuracy from swinging between epochs (BENCHMARKS.md, "Stability").
+    weight_average_decay: float | None = 0.999
     eval_batch_size: int = 256
+    # stop before an epoch that would take the run's training time (summed over resumed sessions) past this
+    max_seconds: float | None = None
     diagnostics_size: int = 256  # images per epoch on which the labelled/unlabelled bounds are reported
 
     def resolved_unlabelled_warmup(self) -> float:
@@ -137,6 +152,9 @@ class Trainer:
     def __init__(self, model: ADGM, data: TrainingData, config: TrainConfig, run_dir: str | Path, *, extra_config: dict | None = None):
         if config.method not in METHODS:
             raise InputError(f"method: expected one of {', '.join(METHODS)}, got {config.method!r}")
+        if config.labelled_weighting not in LABELLED_WEIGHTINGS:
+            raise InputError(f"labelled_weighting: expected one of {', '.join(LABELLED_WEIGHTINGS)}, "
+                             f"got {config.labelled_weighting!r}")  # fmt: skip
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
@@ -151,6 +169,10 @@ class Trainer:
             raise InputError("validation set: expected at least one image (it selects the best checkpoint)")
         self.alpha = config.beta * (n_l + n_u) / n_l
         self.use_unlabelled = config.method == "adgm" and n_u > 0
+        # the number of images a step's labelled batch stands for (the labelled plate's size)
+        if config.weight_average_decay is not None and not 0.0 < config.weight_average_decay < 1.0:
+            raise InputError(f"weight_average_decay: expected a number in (0, 1) or None, got {config.weight_average_decay}")
+        self.labelled_scale_size = n_u if config.labelled_weighting == "balanced" and self.use_unlabelled else n_l
         # the supervised baseline takes as many steps as the ADGM: one pass over the unlabelled images
         self.steps_per_epoch = math.ceil((n_u if n_u > 0 else n_l) / config.batch_size)
         self.epoch = 0
@@ -164,6 +186,8 @@ class Trainer:
         else:
             params = list(self.model.aux_encoder.parameters()) + list(self.model.classifier.parameters())
             self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+        decay = config.weight_average_decay
+        self.average = WeightAverage(self.model, decay) if decay is not None else None
 
     # state
 
@@ -172,9 +196,14 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        # model_state holds the weights that are evaluated (the average, when one is kept), so every reader of a
+        # checkpoint gets those; the raw weights and the average travel beside them for an exact resume
+        averaged = self.average is not None
+        extra = {"train_model_state": self.model.state_dict(), "average_state": self.average.state_dict()} if averaged else {}
         return {
             "epoch": self.epoch,
-            "model_state": self.model.state_dict(),
+            "model_state": self.average.averaged_state_dict(self.model) if averaged else self.model.state_dict(),
+            **extra,
             "optimizer_state": optimizer_state,
             "best_val_accuracy": self.best_val_accuracy,
             "best_epoch": self.best_epoch,
@@ -186,7 +215,12 @@ class Trainer:
         }
 
     def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model_state"])
+        self.model.load_state_dict(state.get("train_model_state", state["model_state"]))
+        if self.average is not None:
+            if "average_state" in state:
+                self.average.load_state_dict(state["average_state"])
+            else:  # a checkpoint written without an average: start it from these weights
+                self.average = WeightAverage(self.model, self.average.decay)
         if self.config.method == "adgm":
             self.optimizer.set_state(state["optimizer_state"])
         else:
@@ -248,7 +282,7 @@ class Trainer:
 
     def _step(self, x_l, y_l, x_u, kl_weight: float, unlabelled_weight: float = 1.0) -> float:
         if self.config.method == "adgm":
-            return self.svi.step(x_l, y_l, x_u, labelled_size=len(self.data.labelled_labels),
+            return self.svi.step(x_l, y_l, x_u, labelled_size=self.labelled_scale_size,
                                  unlabelled_size=len(self.data.unlabelled_images), kl_weight=kl_weight, alpha=self.alpha,
                                  unlabelled_weight=unlabelled_weight)  # fmt: skip
         self.model.train()
@@ -266,12 +300,14 @@ class Trainer:
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
         total, steps = 0.0, 0
         kl_weight = unlabelled_weight = 0.0
-        n_total = len(self.data.labelled_labels) + (len(self.data.unlabelled_images) if self.use_unlabelled else 0)
+        n_total = self.labelled_scale_size + (len(self.data.unlabelled_images) if self.use_unlabelled else 0)
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.resolved_epochs()}", leave=False, disable=None)
         for step, (x_l, y_l, x_u) in enumerate(self._batches(generator)):
             kl_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.warmup_epochs)
             unlabelled_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.resolved_unlabelled_warmup())
             loss = self._step(x_l, y_l, x_u, kl_weight, unlabelled_weight)
+            if self.average is not None:
+                self.average.update(self.model)
             if not math.isfinite(loss):
                 bar.close()
                 last = self.run_dir / "last.pt"
@@ -302,7 +338,15 @@ class Trainer:
                 total += self.elbo.loss(self.model.model, self.model.guide, x, y)
         return -total / n
 
+    def evaluated_weights(self):
+        """A context in which the model holds the weights that are evaluated (the average, when kept)."""
+        return self.average.applied(self.model) if self.average is not None else contextlib.nullcontext(self.model)
+
     def evaluate_epoch(self) -> dict:
+        with self.evaluated_weights():
+            return self._evaluate_epoch()
+
+    def _evaluate_epoch(self) -> dict:
         data, cfg = self.data, self.config
         probs_l = predict_proba(self.model, data.labelled_images, batch_size=cfg.eval_batch_size, device=self.device)
         labels_l = data.labelled_labels.cpu().numpy()
@@ -344,6 +388,9 @@ class Trainer:
             self.steps_per_epoch, self.alpha, self.device,
         )  # fmt: skip
         while self.epoch < cfg.resolved_epochs():
+            if self.out_of_time(rows):
+                logger.info("stopping after epoch %d: the next epoch would pass max_seconds=%g", self.epoch, cfg.max_seconds)
+                break
             start = time.perf_counter()
             row = self.train_epoch()
             row.update(self.evaluate_epoch())
@@ -364,6 +411,13 @@ class Trainer:
                 row["kl_weight"], row["seconds"],
             )  # fmt: skip
         return self.finish(rows)
+
+    def out_of_time(self, rows: Sequence[dict]) -> bool:
+        """Whether another epoch (assumed as long as the last one) would pass ``max_seconds`` of training."""
+        if self.config.max_seconds is None or not rows:
+            return False
+        spent = sum(float(row["seconds"]) for row in rows)
+        return spent + float(rows[-1]["seconds"]) > self.config.max_seconds
 
     def finish(self, rows: Sequence[dict]) -> dict:
         """Load the best checkpoint and write ``report.json``, ``confusion.png`` and ``curves.png``."""

@@ -27,3 +27,27 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
     for name in ("label_curve.csv", "summary.md", "accuracy_vs_labels.png", "val_curves.png"):
         assert (tmp_path / name).is_file(), name
     assert "| adgm | 3 | 1 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_gpu_throughput_quick_times_steps_and_epochs(tmp_path):
+    results = load("gpu_throughput").main(["--quick", "--threads", "1", "--json", str(tmp_path / "out.json")])
+    assert (tmp_path / "out.json").is_file()
+    assert {r["task"] for r in results["epochs"]} == {"2class", "3class"}
+    for row in results["epochs"]:
+        assert row["status"] == "ok" and row["train_epoch_s"] > 0 and row["eval_s"] > 0
+        assert row["steps_per_epoch"] == 4 and row["paper_run_hours"] > 0
+    assert {(r["batch_size"], r["variant"]) for r in results["throughput"]} == {(b, v) for b in (4, 8) for v in ("default", "fast")}
+    for row in results["throughput"]:
+        assert row["status"] == "ok" and row["step_s"] > 0 and row["images_per_s"] > 0
+        assert row["images_per_step"] == 2 * row["batch_size"]
+        assert (row["peak_gib"] is None) == (results["environment"]["gpu"] is None)
+    assert "| 2class | 4 |" in results["markdown"] and results["command"] in results["markdown"]
+
+
+def test_stability_quick_runs_and_summarises_each_setting(tmp_path):
+    rows = load("stability").main(["--quick", "--out", str(tmp_path)])
+    assert sorted(r["run"] for r in rows) == ["l3-balanced-avg", "l3-bound-raw"]
+    for row in rows:
+        assert row["epochs"] == 2 and 0.0 <= row["final"] <= 1.0 and row["best"] >= row["final"]
+    for name in ("stability.csv", "stability.md", "stability.png"):
+        assert (tmp_path / name).is_file(), name

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -151,3 +152,33 @@ def test_training_data_keeps_splits_apart_and_labels_aligned():
     assert data.labelled_labels.tolist() == labels[labelled].tolist()
     assert data.val_labels.tolist() == labels[val].tolist()
     assert sorted(data.labelled_labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+
+
+@pytest.mark.parametrize(("weighting", "expected"), [("balanced", "unlabelled"), ("bound", "labelled")])
+def test_labelled_batch_is_scaled_as_the_weighting_says(tmp_path, weighting, expected):
+    config = tiny_config(epochs=1, labelled_weighting=weighting)
+    trainer = prepare_trainer(config, demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    sizes = {"labelled": len(trainer.data.labelled_labels), "unlabelled": len(trainer.data.unlabelled_images)}
+    seen = []
+    step = trainer.svi.step
+    trainer.svi.step = lambda *args, **kwargs: seen.append(kwargs) or step(*args, **kwargs)
+    trainer.train_epoch()
+    assert len(seen) == trainer.steps_per_epoch
+    assert {k["labelled_size"] for k in seen} == {sizes[expected]}
+    assert {k["unlabelled_size"] for k in seen} == {sizes["unlabelled"]}
+
+
+def test_unknown_labelled_weighting_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="labelled_weighting: expected one of bound, balanced"):
+        prepare_trainer(tiny_config(labelled_weighting="mean"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+
+
+def test_time_limit_stops_between_epochs_and_resume_goes_on(tmp_path):
+    report, run_dir = train(tiny_config(epochs=3, max_seconds=1e-6), demo=TINY_DEMO, run_dir=tmp_path / "run",
+                            model_options=SMALL_MODEL)  # fmt: skip
+    assert [int(r["epoch"]) for r in read_rows(run_dir)] == [1]  # the first epoch always runs
+    assert report["epochs"] == 1 and (run_dir / "report.json").is_file()
+    resume(run_dir, epochs=2)  # resume takes last.pt's config: the limit still holds
+    assert [int(r["epoch"]) for r in read_rows(run_dir)] == [1]
+    resume(run_dir, epochs=2, max_seconds=math.inf)
+    assert [int(r["epoch"]) for r in read_rows(run_dir)] == [1, 2]
