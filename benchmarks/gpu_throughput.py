@@ -8,9 +8,10 @@ values, so this is fine for timing, but the losses and accuracies mean nothing. 
 16,000 unlabelled + 2,000 validation at 225x225, 1.2 GiB) stay resident on the device, as ``pyro-adgm train
 --device cuda`` keeps them; the peak-memory figures include them (``resident_data_gib`` says how much).
 
-1. Step throughput, 2 classes, batch sizes ``--batch-sizes``: one step is what ``Trainer.train_epoch`` does per
-   step: the next (labelled, unlabelled) batch from ``Trainer._batches`` (indexing, uint8 -> float, random
-   flips and affine warps on the device) and ``Trainer._step`` (one ``SVI.step``: forward, backward, Adam),
+1. Step throughput, 2 classes, batch sizes ``--batch-sizes``: one step is the next (labelled, unlabelled)
+   batch from ``Trainer._batches`` (indexing, uint8 -> float, random flips and affine warps on the device) and
+   ``Trainer._step`` (one ``SVI.step``: forward, backward, Adam); unlike ``Trainer.train_epoch`` it leaves out
+   the update of the weight average after each step (the epoch timing below includes it),
    with B labelled + B unlabelled images (the unlabelled set is cut to whole batches so that every step has
    the same shapes). After ``--warmup`` steps per variant (CUDA/cuDNN/cuBLAS start-up, cuDNN autotuning),
    ``--repeats`` blocks of ``--steps`` steps are timed per variant, with ``torch.cuda.synchronize()`` before and

@@ -87,6 +87,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--warmup-epochs", type=float, default=8.0, help="KL and unlabelled-term warm-up")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--labelled-weighting", choices=("balanced", "bound"), default=TrainConfig.labelled_weighting)
     parser.add_argument("--weight-average-decay", type=float, default=TrainConfig.weight_average_decay,
                         help="per-step decay of the evaluated weight average (0: the raw weights)")
     parser.add_argument("--device", default="auto")
@@ -95,10 +96,10 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --weight-average-decay {args.weight_average_decay:g} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --weight-average-decay {args.weight_average_decay:g} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
-                 "weight_average_decay": args.weight_average_decay or None}
+                 "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting}
     if args.quick:
         data, demo = None, {"n_images": 150, "image_size": 28, "seed": 0}
         args.labels, args.seeds, args.epochs = [3], [0], 1

@@ -59,6 +59,11 @@ class WeightAverage:
         return {"decay": self.decay, "updates": self.updates, "shadow": {k: v.clone() for k, v in self.shadow.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore ``updates`` and ``shadow`` (which must name exactly this average's entries)."""
+        missing, unexpected = set(self.shadow) - set(state["shadow"]), set(state["shadow"]) - set(self.shadow)
+        if missing or unexpected:
+            raise ValueError(f"weight average: saved entries do not match the model (missing {sorted(missing)[:3]}, "
+                             f"unexpected {sorted(unexpected)[:3]})")  # fmt: skip
         self.updates = int(state["updates"])
         for name, value in state["shadow"].items():
             self.shadow[name].copy_(value)

@@ -77,6 +77,8 @@ def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], metho
 def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model_options, evaluate_split) -> dict:
     """Train (or continue, or skip) one run and evaluate it; the row of :func:`run_label_curve`."""
     if (run_dir / "report.json").exists():
+        if not json.loads((run_dir / "report.json").read_text()).get("complete", True):
+            logger.warning("%s: stopped by its time limit before its last epoch; reported as it is", run_dir)
         logger.info("%s: finished already, not trained again", run_dir)
     elif (run_dir / "last.pt").exists():
         runs.resume(run_dir, epochs=config.resolved_epochs())

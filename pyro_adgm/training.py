@@ -67,13 +67,15 @@ class TrainConfig:
     warmup_epochs: float = 100.0
     # the unlabelled term's weight rises 0 -> 1 over this many epochs (None: as warmup_epochs; 0: weight 1 from
     # the start). Without it the enumerated q(y|a,x) collapses to one class before the classification term can
-    # shape it (BENCHMARKS.md, "Classifier collapse"); after the ramp the objective is exactly J^alpha.
+    # shape it (BENCHMARKS.md, "Classifier collapse"); after the ramp the objective is J^alpha (with
+    # labelled_weighting "bound"; "balanced" weighs the labelled part more, below).
     unlabelled_warmup_epochs: float | None = None
     beta: float = 1.0
-    # "balanced": a step's labelled batch is scaled like its unlabelled batch (N_u / B_u), so each labelled
-    # image counts N_u / N_l times, as in the ADGM and M2 authors' code (a mean over each batch per step).
-    # "bound": each labelled image counts once in J^alpha (a step's labelled batch is scaled by N_l / B_l).
-    # balanced learns faster and holds its accuracy better (BENCHMARKS.md, "Stability" and "MNIST").
+    # "balanced": a step's labelled batch is scaled by N_u / B_l, so that it weighs as much as the unlabelled
+    # batch (N_u / B_u) and each labelled image counts N_u / N_l times, its alpha * log q(y|a,x) term too, as in
+    # the ADGM and M2 authors' code (a mean over each batch per step). "bound": each labelled image counts once
+    # in J^alpha (the labelled batch is scaled by N_l / B_l). Balanced learned faster and held its accuracy
+    # steadier (BENCHMARKS.md, "MNIST" and "Stability").
     labelled_weighting: str = "balanced"
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -105,6 +107,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         values = dict(values)
+        # settings saved before these fields existed ran with what is now the non-default choice
+        values.setdefault("labelled_weighting", "bound")
+        values.setdefault("weight_average_decay", None)
         values["betas"] = tuple(values.get("betas", (0.9, 0.999)))
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
@@ -199,7 +204,9 @@ class Trainer:
         # model_state holds the weights that are evaluated (the average, when one is kept), so every reader of a
         # checkpoint gets those; the raw weights and the average travel beside them for an exact resume
         averaged = self.average is not None
-        extra = {"train_model_state": self.model.state_dict(), "average_state": self.average.state_dict()} if averaged else {}
+        # (the average itself is model_state's floating-point entries, not stored twice)
+        extra = {"train_model_state": self.model.state_dict(),
+                 "average_state": {"decay": self.average.decay, "updates": self.average.updates}} if averaged else {}  # fmt: skip
         return {
             "epoch": self.epoch,
             "model_state": self.average.averaged_state_dict(self.model) if averaged else self.model.state_dict(),
@@ -218,7 +225,8 @@ class Trainer:
         self.model.load_state_dict(state.get("train_model_state", state["model_state"]))
         if self.average is not None:
             if "average_state" in state:
-                self.average.load_state_dict(state["average_state"])
+                shadow = {name: state["model_state"][name] for name in self.average.shadow}
+                self.average.load_state_dict({"updates": state["average_state"]["updates"], "shadow": shadow})
             else:  # a checkpoint written without an average: start it from these weights
                 self.average = WeightAverage(self.model, self.average.decay)
         if self.config.method == "adgm":
@@ -306,13 +314,13 @@ class Trainer:
             kl_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.warmup_epochs)
             unlabelled_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.resolved_unlabelled_warmup())
             loss = self._step(x_l, y_l, x_u, kl_weight, unlabelled_weight)
-            if self.average is not None:
-                self.average.update(self.model)
             if not math.isfinite(loss):
                 bar.close()
                 last = self.run_dir / "last.pt"
                 where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
                 raise TrainingDiverged(f"non-finite loss ({loss}) at epoch {self.epoch + 1}, step {step + 1}; {where}")
+            if self.average is not None:
+                self.average.update(self.model)
             per_image = loss / n_total if cfg.method == "adgm" else loss
             total += per_image
             steps += 1
@@ -420,12 +428,18 @@ class Trainer:
         return spent + float(rows[-1]["seconds"]) > self.config.max_seconds
 
     def finish(self, rows: Sequence[dict]) -> dict:
-        """Load the best checkpoint and write ``report.json``, ``confusion.png`` and ``curves.png``."""
+        """Load the best checkpoint's evaluated weights into the model and write ``report.json``,
+        ``confusion.png`` and ``curves.png``. The trainer is done afterwards: to train on, resume from
+        ``last.pt`` with a new trainer (the model no longer holds the raw weights of the last step)."""
         best = self.run_dir / "best.pt"
         if best.exists():
             self.model.load_state_dict(load_checkpoint(best, map_location=self.device)["model_state"])
-        report = self.validation_report()
-        report.update(split="val", checkpoint=str(best), best_epoch=self.best_epoch, epochs=self.epoch, method=self.config.method)
+            report = self.validation_report()
+        else:
+            with self.evaluated_weights():
+                report = self.validation_report()
+        report.update(split="val", checkpoint=str(best), best_epoch=self.best_epoch, epochs=self.epoch, method=self.config.method,
+                      complete=self.epoch >= self.config.resolved_epochs())  # fmt: skip
         atomic_write_json(self.run_dir / "report.json", report)
         plot_confusion(report["confusion_matrix"], self.data.class_names, self.run_dir / "confusion.png",
                        title=f"validation, epoch {self.best_epoch}: accuracy {report['accuracy']:.3f}")  # fmt: skip

@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -48,6 +50,9 @@ def test_stability_quick_runs_and_summarises_each_setting(tmp_path):
     rows = load("stability").main(["--quick", "--out", str(tmp_path)])
     assert sorted(r["run"] for r in rows) == ["l3-balanced-avg", "l3-bound-raw"]
     for row in rows:
-        assert row["epochs"] == 2 and 0.0 <= row["final"] <= 1.0 and row["best"] >= row["final"]
+        curve = row["curve"]
+        assert row["epochs"] == len(curve) == 2 and row["final"] == curve[-1] and row["best"] == max(curve)
+        assert row["mean_abs_change"] == pytest.approx(abs(curve[1] - curve[0]))
+        assert f"| {row['run']} | 2 |" in (tmp_path / "stability.md").read_text()
     for name in ("stability.csv", "stability.md", "stability.png"):
         assert (tmp_path / name).is_file(), name

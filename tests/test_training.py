@@ -61,9 +61,19 @@ def test_resume_continues_exactly(tmp_path):
         for column in columns:
             assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-6, abs=1e-9), column
     state_a, state_b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
-    for name, value in state_a["model_state"].items():
-        torch.testing.assert_close(value, state_b["model_state"][name], rtol=1e-6, atol=1e-8)
+    for key in ("model_state", "train_model_state"):  # the evaluated average and the raw weights
+        for name, value in state_a[key].items():
+            torch.testing.assert_close(value, state_b[key][name], rtol=1e-6, atol=1e-8)
+    assert state_a["average_state"] == state_b["average_state"]
     assert straight_report["confusion_matrix"] == resumed_report["confusion_matrix"]
+
+
+def test_settings_saved_before_a_field_existed_resume_as_they_ran():
+    saved = tiny_config().to_dict()
+    del saved["labelled_weighting"], saved["weight_average_decay"]
+    config = TrainConfig.from_dict(saved)
+    assert config.labelled_weighting == "bound" and config.weight_average_decay is None
+    assert TrainConfig.from_dict(tiny_config().to_dict()) == tiny_config()
 
 
 def test_refuses_to_overwrite_a_run(tmp_path):
