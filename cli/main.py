@@ -23,7 +23,7 @@ def app(verbose):
 
     \b
     Example:
-      pyro-adgm train --task 2class --labels 50 --epochs 3
+      pyro-adgm train --task 2class --labels 50 --epochs 4
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
 
@@ -63,7 +63,7 @@ def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, 
 
     \b
     Examples:
-      pyro-adgm train --task 2class --labels 50 --epochs 3            # demo data, about a minute on a CPU
+      pyro-adgm train --task 2class --labels 50 --epochs 4            # demo data, about a minute on a CPU
       pyro-adgm train --task 3class --labels 4000 --data data/rsna225 --device cuda
       pyro-adgm train --resume runs/2class-adgm-50labels-seed0
     """
