@@ -163,6 +163,12 @@ class Trainer:
                              f"got {config.labelled_weighting!r}")  # fmt: skip
         self.config = config
         self.device = resolve_device(config.device)
+        if self.device.type == "cpu":
+            # weights and Adam moments of inputs that never fire (image borders) decay into denormal floats, which
+            # x86 CPUs process many times slower: a long MNIST run slowed from 66 to 195 s per epoch, and steps
+            # from its checkpoint ran 3.1 times faster with denormals flushed to zero (BENCHMARKS.md, "Denormals").
+            # This is process-wide: torch.set_flush_denormal(False) undoes it.
+            torch.set_flush_denormal(True)
         self.model = model.to(self.device)
         self.data = data.to(self.device)
         self.run_dir = Path(run_dir)

@@ -56,3 +56,11 @@ def test_stability_quick_runs_and_summarises_each_setting(tmp_path):
         assert f"| {row['run']} | 2 |" in (tmp_path / "stability.md").read_text()
     for name in ("stability.csv", "stability.md", "stability.png"):
         assert (tmp_path / name).is_file(), name
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "MNIST" / "raw").is_dir(),
+                    reason="../shared/data/MNIST is absent")  # fmt: skip
+def test_denormal_flush_quick_times_both_settings():
+    result = load("denormal_flush").main(["--quick"])
+    assert result["step_s_no_flush"] > 0 and result["step_s_flush"] > 0
+    assert result["ratio_no_flush_over_flush"] == result["step_s_no_flush"] / result["step_s_flush"]
