@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from pyro_adgm.checkpoint import load_checkpoint
-from pyro_adgm.training import TrainConfig, Trainer
+from pyro_adgm.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,9 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         data = mnist.mnist_training_data(images, labels, 10, seed=0)
         model, state = mnist.build_model(), load_checkpoint(args.run / "last.pt")
-    config = TrainConfig(task="mnist", batch_size=100, beta=0.1, labelled_weighting="balanced", lr=3e-4, device="cpu",
-                         augment="none", binarize=True, warmup_epochs=0)  # fmt: skip
-    trainer = Trainer(model, data, config, run_dir=ROOT / "runs" / "denormal-flush-unused")
+    config = mnist.training_config(mnist.parse_args(["--device", "cpu"]), epochs=1)  # the example's defaults
+    trainer = Trainer(model, data, config, run_dir=ROOT / "runs" / "denormal-flush-unused")  # nothing is written
     if state is not None:
         trainer.load_state(state)
     found, total = denormal_count(state) if state is not None else (0, 0)

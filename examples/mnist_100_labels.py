@@ -86,6 +86,14 @@ def build_model(*, a_dim: int = 100, z_dim: int = 100, hidden: tuple[int, ...] =
                 hidden=hidden, dropout=0.0)  # fmt: skip
 
 
+def training_config(args: argparse.Namespace, epochs: int) -> TrainConfig:
+    """The trainer's settings for the parsed options (binarised pixels, no augmentation)."""
+    return TrainConfig(task="mnist", labels_per_class=args.labels_per_class, epochs=epochs, batch_size=args.batch_size,
+                       warmup_epochs=args.warmup_epochs, beta=args.beta, labelled_weighting=args.labelled_weighting,
+                       lr=args.lr, device=args.device, seed=args.seed, augment="none", binarize=True,
+                       max_seconds=args.hours * 3600 if args.hours else None)  # fmt: skip
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -127,9 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         data = mnist_training_data(images, labels, args.labels_per_class, seed=args.seed)
         model, epochs = build_model(), args.epochs
-    config = TrainConfig(task="mnist", labels_per_class=args.labels_per_class, epochs=epochs, batch_size=args.batch_size,
-                         warmup_epochs=args.warmup_epochs, beta=args.beta, labelled_weighting=args.labelled_weighting, lr=args.lr, device=args.device, seed=args.seed,
-                         augment="none", binarize=True, max_seconds=args.hours * 3600 if args.hours else None)  # fmt: skip
+    config = training_config(args, epochs)
     resume = args.resume and (args.out / "last.pt").exists()
     if not resume and (args.out / "last.pt").exists():
         raise SystemExit(f"{args.out}: already holds a run; continue it with --resume or choose another --out")
