@@ -35,6 +35,8 @@ SETTINGS = {
     "bound-avg": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999"],
     "balanced-avg": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999"],
     "balanced-avg-beta0.1": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999", "--beta", "0.1"],
+    "bound-avg-cosine": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--lr-schedule", "cosine"],
+    "bound-avg-beta4": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--beta", "4"],
 }
 
 

@@ -13,7 +13,7 @@ from cli.prepare import prepare
 from pyro_adgm import runs
 from pyro_adgm.augment import BACKENDS
 from pyro_adgm.runs import DEMO_DEFAULTS
-from pyro_adgm.training import LABELLED_WEIGHTINGS, METHODS, TrainConfig
+from pyro_adgm.training import LABELLED_WEIGHTINGS, LR_SCHEDULES, METHODS, TrainConfig
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,6 +49,7 @@ app.add_command(prepare)
 @click.option("--beta", type=click.FloatRange(min=0), default=TrainConfig.beta, show_default=True, help="alpha = beta * (N_l + N_u) / N_l.")
 @click.option("--labelled-weighting", type=click.Choice(LABELLED_WEIGHTINGS), default=TrainConfig.labelled_weighting, show_default=True, help="bound: each labelled image counts once in J^alpha; balanced: each step's labelled batch weighs as much as its unlabelled batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TrainConfig.lr_schedule, show_default=True, help="constant, or cosine: decay to 0 over the run's epochs.")
 @click.option("--weight-average-decay", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.weight_average_decay, show_default=True, help="Evaluate and save a moving average of the weights with this per-step decay (0: the raw weights).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda[:N].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the label draw, the initialisation and the noise.")
@@ -57,7 +58,7 @@ app.add_command(prepare)
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped (other options but --epochs are taken from it).")
 @one_line_errors
 def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, batch_size, image_size, warmup_epochs,
-          unlabelled_warmup_epochs, beta, labelled_weighting, lr, weight_average_decay, device, seed,
+          unlabelled_warmup_epochs, beta, labelled_weighting, lr, lr_schedule, weight_average_decay, device, seed,
           augment, out_dir, resume_dir):  # fmt: skip
     """Train an ADGM (or the supervised baseline) and write a run directory.
 
@@ -71,7 +72,7 @@ def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, 
         report, run_dir = runs.resume(resume_dir, epochs=epochs)
     else:
         config = TrainConfig(task=task, labels_per_class=labels_per_class, epochs=epochs, batch_size=batch_size,
-                             warmup_epochs=warmup_epochs, unlabelled_warmup_epochs=unlabelled_warmup_epochs, beta=beta, lr=lr, device=device, seed=seed, augment=augment,
+                             warmup_epochs=warmup_epochs, unlabelled_warmup_epochs=unlabelled_warmup_epochs, beta=beta, lr=lr, lr_schedule=lr_schedule, device=device, seed=seed, augment=augment,
                              method=method, labelled_weighting=labelled_weighting,
                              weight_average_decay=weight_average_decay or None)  # fmt: skip
         demo = {"n_images": demo_images, "image_size": demo_size, "seed": DEMO_DEFAULTS["seed"]}

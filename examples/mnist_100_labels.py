@@ -39,7 +39,7 @@ import pyro
 import torch
 
 from data_tools.dataset import labelled_subset
-from pyro_adgm import ADGM, TrainConfig, Trainer, TrainingData
+from pyro_adgm import ADGM, TrainConfig, Trainer, TrainingData, mlp_networks
 from pyro_adgm.evaluation import classification_report, predict_proba
 
 #: ``../shared/data`` seen from the repository root, wherever the script is started from
@@ -80,10 +80,12 @@ def mnist_training_data(images: torch.Tensor, labels: torch.Tensor, labels_per_c
     )
 
 
-def build_model(*, a_dim: int = 100, z_dim: int = 100, hidden: tuple[int, ...] = (500, 500)) -> ADGM:
-    """The paper's MNIST networks: MLPs (two hidden layers of 500), Bernoulli p(x|z,y), no dropout."""
-    return ADGM(num_classes=10, image_size=28, architecture="mlp", likelihood="bernoulli", a_dim=a_dim, z_dim=z_dim,
-                hidden=hidden, dropout=0.0)  # fmt: skip
+def build_model(*, a_dim: int = 100, z_dim: int = 100, hidden: tuple[int, ...] = (500, 500), batch_norm: bool = True) -> ADGM:
+    """The paper's MNIST networks: MLPs (two hidden layers of 500), Bernoulli p(x|z,y), no dropout; batch norm
+    after the first layer of the networks that read x unless ``batch_norm`` is False."""
+    sizes = dict(num_classes=10, image_size=28, a_dim=a_dim, z_dim=z_dim)
+    networks = None if batch_norm else mlp_networks(**sizes, out_channels=1, hidden=hidden, batch_norm=False)
+    return ADGM(**sizes, architecture="mlp", likelihood="bernoulli", hidden=hidden, dropout=0.0, networks=networks)
 
 
 def training_config(args: argparse.Namespace, epochs: int) -> TrainConfig:
@@ -109,6 +111,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--labelled-weighting", choices=("bound", "balanced"), default="balanced",
                         help="bound: each labelled image counts once in J^alpha; balanced: a step's labelled batch "
                              "weighs as much as its unlabelled batch (the authors' code)")
+    parser.add_argument("--a-dim", type=int, default=100, help="size of the auxiliary variable a")
+    parser.add_argument("--z-dim", type=int, default=100, help="size of the latent variable z")
+    parser.add_argument("--no-batch-norm", action="store_true", help="no batch norm in the networks' first layer")
     parser.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up 0 -> 1 over this many epochs")
     parser.add_argument("--seed", type=int, default=0, help="seeds the labelled subset and the training")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -131,10 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         data = mnist_training_data(images, labels, args.labels_per_class, seed=args.seed, train_size=1000, val_size=500)
         test_images, test_labels = test_images[:500], test_labels[:500]
-        model, epochs = build_model(a_dim=8, z_dim=8, hidden=(64, 64)), 1
+        model, epochs = build_model(a_dim=8, z_dim=8, hidden=(64, 64), batch_norm=not args.no_batch_norm), 1
     else:
         data = mnist_training_data(images, labels, args.labels_per_class, seed=args.seed)
-        model, epochs = build_model(), args.epochs
+        model, epochs = build_model(a_dim=args.a_dim, z_dim=args.z_dim, batch_norm=not args.no_batch_norm), args.epochs
     config = training_config(args, epochs)
     resume = args.resume and (args.out / "last.pt").exists()
     if not resume and (args.out / "last.pt").exists():

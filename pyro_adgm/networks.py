@@ -132,13 +132,14 @@ def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, 
     }
 
 
-def mlp_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, hidden: Sequence[int] = (500, 500), dropout: float = 0.0) -> dict[str, nn.Module]:
-    """MLP networks as in the ADGM paper (two hidden layers of 500 in each conditional)."""
+def mlp_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, hidden: Sequence[int] = (500, 500), dropout: float = 0.0, batch_norm: bool = True) -> dict[str, nn.Module]:
+    """MLP networks as in the ADGM paper (two hidden layers of 500 in each conditional); ``batch_norm``: batch
+    norm after the first (trunk) layer of the four networks that read x."""
     in_features = in_channels * image_size**2
     k, a, z = num_classes, a_dim, z_dim
 
     def trunk() -> MLPTrunk:
-        return MLPTrunk(in_features, hidden[:1], dropout)
+        return MLPTrunk(in_features, hidden[:1], dropout, batch_norm)
 
     rest = tuple(hidden[1:]) or tuple(hidden[:1])
     return {

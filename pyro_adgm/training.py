@@ -46,6 +46,7 @@ METRIC_COLUMNS = ("epoch", "train_loss", "labelled_bound", "unlabelled_bound", "
                   "unlabelled_weight", "train_accuracy", "val_accuracy", "seconds")  # fmt: skip
 METHODS = ("adgm", "supervised")
 LABELLED_WEIGHTINGS = ("bound", "balanced")
+LR_SCHEDULES = ("constant", "cosine")
 PAPER_EPOCHS = {"2class": 100, "3class": 200}
 
 # labelled-only programs (the supervised baseline, or no unlabelled data) have nothing to enumerate
@@ -79,6 +80,8 @@ class TrainConfig:
     # (BENCHMARKS.md, "MNIST", "Stability" and "Labels per class"), so bound stays the default.
     labelled_weighting: str = "bound"
     lr: float = 1e-4
+    # "constant" (the paper's), or "cosine": lr * (1 + cos(pi * t / T)) / 2 over the run's T steps, set every step
+    lr_schedule: str = "constant"
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-5
     device: str = "auto"
@@ -111,6 +114,7 @@ class TrainConfig:
         # settings saved before these fields existed ran with what is now the non-default choice
         values.setdefault("labelled_weighting", "bound")
         values.setdefault("weight_average_decay", None)
+        values.setdefault("lr_schedule", "constant")
         values["betas"] = tuple(values.get("betas", (0.9, 0.999)))
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
@@ -152,6 +156,16 @@ def kl_warmup_weight(epoch: int, step: int, steps_per_epoch: int, warmup_epochs:
     return min(1.0, (epoch + (step + 1) / steps_per_epoch) / warmup_epochs)
 
 
+def lr_factor(schedule: str, epoch: int, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """The learning rate of step ``step`` of epoch ``epoch`` (both from 0) as a fraction of the base rate:
+    1 for "constant"; for "cosine" (1 + cos(pi * t / T)) / 2 with t the steps taken before it and T = epochs *
+    steps_per_epoch, so the first step gets the full rate and the rate falls towards 0 at the end of the run."""
+    if schedule == "constant":
+        return 1.0
+    progress = (epoch + step / steps_per_epoch) / max(epochs, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
 class Trainer:
     """Fits an :class:`ADGM` to :class:`TrainingData`, writing the run directory as it goes."""
 
@@ -161,6 +175,8 @@ class Trainer:
         if config.labelled_weighting not in LABELLED_WEIGHTINGS:
             raise InputError(f"labelled_weighting: expected one of {', '.join(LABELLED_WEIGHTINGS)}, "
                              f"got {config.labelled_weighting!r}")  # fmt: skip
+        if config.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"lr_schedule: expected one of {', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}")
         self.config = config
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
@@ -295,6 +311,14 @@ class Trainer:
                 x_u = self._inputs(data.unlabelled_images[chunks_u[step]])
             yield x_l, data.labelled_labels[idx_l], x_u
 
+    def _set_lr(self, lr: float) -> None:
+        # Pyro's Adam keeps one torch optimiser per parameter, created at the parameter's first step (with the
+        # base rate; the next step sets it)
+        optimizers = self.optimizer.optim_objs.values() if self.config.method == "adgm" else [self.optimizer]
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
     def _step(self, x_l, y_l, x_u, kl_weight: float, unlabelled_weight: float = 1.0) -> float:
         if self.config.method == "adgm":
             return self.svi.step(x_l, y_l, x_u, labelled_size=self.labelled_scale_size,
@@ -320,6 +344,8 @@ class Trainer:
         for step, (x_l, y_l, x_u) in enumerate(self._batches(generator)):
             kl_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.warmup_epochs)
             unlabelled_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.resolved_unlabelled_warmup())
+            if cfg.lr_schedule != "constant":
+                self._set_lr(cfg.lr * lr_factor(cfg.lr_schedule, self.epoch, step, self.steps_per_epoch, cfg.resolved_epochs()))
             loss = self._step(x_l, y_l, x_u, kl_weight, unlabelled_weight)
             if not math.isfinite(loss):
                 bar.close()

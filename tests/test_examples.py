@@ -57,6 +57,16 @@ def test_mnist_split_is_the_papers():
     assert len(data.unlabelled_images) == 470 and len(data.val_labels) == 100
 
 
+def test_mnist_networks_are_the_papers_and_batch_norm_is_optional():
+    example = load_example("mnist_100_labels")
+    model = example.build_model()
+    assert (model.a_dim, model.z_dim, model.config["hidden"]) == (100, 100, [500, 500])
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    plain = example.build_model(z_dim=50, batch_norm=False)
+    assert plain.z_dim == 50 and not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())
+    assert plain.classifier(torch.rand(3, 1, 28, 28), a=torch.randn(3, 100)).shape == (3, 10)
+
+
 def test_custom_encoder_quick(tmp_path):
     report = load_example("custom_encoder").main(["--quick", "--device", "cpu", "--out", str(tmp_path / "run")])
     assert 0.0 <= report["accuracy"] <= 1.0

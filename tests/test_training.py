@@ -11,7 +11,7 @@ from conftest import SMALL_MODEL
 from data_tools.errors import InputError
 from pyro_adgm.checkpoint import load_checkpoint
 from pyro_adgm.runs import prepare_trainer, resume, train
-from pyro_adgm.training import TrainConfig, TrainingDiverged, kl_warmup_weight
+from pyro_adgm.training import TrainConfig, TrainingDiverged, kl_warmup_weight, lr_factor
 
 TINY_DEMO = {"n_images": 150, "image_size": 28, "seed": 3}
 
@@ -70,9 +70,10 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_settings_saved_before_a_field_existed_resume_as_they_ran():
     saved = tiny_config().to_dict()
-    del saved["labelled_weighting"], saved["weight_average_decay"]
+    del saved["labelled_weighting"], saved["weight_average_decay"], saved["lr_schedule"]
     config = TrainConfig.from_dict(saved)
     assert config.labelled_weighting == "bound" and config.weight_average_decay is None
+    assert config.lr_schedule == "constant"
     assert TrainConfig.from_dict(tiny_config().to_dict()) == tiny_config()
 
 
@@ -192,3 +193,27 @@ def test_time_limit_stops_between_epochs_and_resume_goes_on(tmp_path):
     assert [int(r["epoch"]) for r in read_rows(run_dir)] == [1]
     resume(run_dir, epochs=2, max_seconds=math.inf)
     assert [int(r["epoch"]) for r in read_rows(run_dir)] == [1, 2]
+
+
+def test_cosine_schedule_falls_from_the_full_rate_to_zero():
+    factors = [lr_factor("cosine", e, s, 4, 2) for e in range(2) for s in range(4)]
+    assert factors[0] == 1.0 and factors[4] == pytest.approx(0.5)  # half-way through the run
+    assert all(a > b for a, b in zip(factors, factors[1:])) and 0 < factors[-1] < 0.05
+    assert lr_factor("cosine", 2, 0, 4, 2) == pytest.approx(0.0)
+    assert {lr_factor("constant", e, s, 4, 2) for e in range(2) for s in range(4)} == {1.0}
+
+
+@pytest.mark.parametrize("method", ["adgm", "supervised"])
+def test_cosine_schedule_sets_every_optimiser_each_step(tmp_path, method):
+    config = tiny_config(epochs=2, lr=1e-3, lr_schedule="cosine", method=method)
+    trainer = prepare_trainer(config, demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    trainer.train_epoch()
+    optimizers = list(trainer.optimizer.optim_objs.values()) if method == "adgm" else [trainer.optimizer]
+    last = lr_factor("cosine", 0, trainer.steps_per_epoch - 1, trainer.steps_per_epoch, 2)
+    assert last < 0.75  # well below the base rate by the end of the first of two epochs
+    assert [g["lr"] for o in optimizers for g in o.param_groups] == pytest.approx([1e-3 * last] * sum(len(o.param_groups) for o in optimizers))
+
+
+def test_unknown_lr_schedule_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="lr_schedule: expected one of constant, cosine"):
+        prepare_trainer(tiny_config(lr_schedule="step"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
