@@ -155,7 +155,7 @@ def prepare_rsna(
     """Prepare the RSNA training images at ``size`` x ``size`` into ``out``; paths default to the Kaggle
     layout under ``root``. All input checks happen before any image is decoded."""
     if root is None and None in (images_dir, labels_csv, class_csv):
-        raise InputError("give --root, or all of --images, --labels-csv and --class-csv")
+        raise InputError("give root (--root), or all of images_dir, labels_csv and class_csv (--images, --labels-csv, --class-csv)")
     base = Path(root) if root is not None else Path(".")
     images_dir = Path(images_dir) if images_dir is not None else base / IMAGES_DIR
     labels_csv = Path(labels_csv) if labels_csv is not None else base / LABELS_CSV

@@ -417,11 +417,11 @@ def prepare_images(
     tasks = list(tasks)
     early_failures = list(early_failures)
     if image_size < 1:
-        raise InputError(f"--size {image_size}: expected a positive number of pixels")
+        raise InputError(f"image size (--size) {image_size}: expected a positive number of pixels")
     if workers < 0:
-        raise InputError(f"--workers {workers}: expected 0 (this process) or more")
+        raise InputError(f"workers (--workers) {workers}: expected 0 (this process) or more")
     if not 0 <= max_failure_fraction <= 1:
-        raise InputError(f"--max-failure-fraction {max_failure_fraction}: expected a number in [0, 1]")
+        raise InputError(f"max_failure_fraction (--max-failure-fraction) {max_failure_fraction}: expected a number in [0, 1]")
     stratified_split([], [], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)  # checks fractions
     if len({t.id for t in tasks}) != len(tasks):
         raise ValueError("prepare_images: task ids must be unique (the source should report duplicates)")

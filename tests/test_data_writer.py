@@ -235,3 +235,22 @@ def test_staging_plan_is_json(tmp_path):
         _prepare(_tasks(30), tmp_path / "out", lambda p: (_ for _ in ()).throw(_Interrupt))
     plan = json.loads((tmp_path / "out.partial" / "plan.json").read_text())
     assert plan["n"] == 30 and plan["size"] == 8 and len(plan["fingerprint"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"image_size": 0}, r"image size \(--size\) 0: expected a positive number of pixels"),
+        ({"workers": -1}, r"workers \(--workers\) -1: expected 0"),
+        ({"max_failure_fraction": 2.0}, r"max_failure_fraction \(--max-failure-fraction\) 2.0: expected a number in \[0, 1\]"),
+    ],
+)
+def test_bad_settings_name_the_argument_and_the_cli_option(tmp_path, option, message):
+    with pytest.raises(InputError, match=message):
+        _prepare(_tasks(4), tmp_path / "out", lambda path: (_image(path), {}), **option)
+    assert not (tmp_path / "out").exists()  # checked before anything is written
+
+
+def test_rsna_without_root_or_paths_says_which_are_needed(tmp_path):
+    with pytest.raises(InputError, match=r"give root \(--root\), or all of images_dir, labels_csv and class_csv"):
+        prepare_rsna(out=tmp_path / "out", size=8)
