@@ -312,8 +312,8 @@ class Trainer:
             yield x_l, data.labelled_labels[idx_l], x_u
 
     def _set_lr(self, lr: float) -> None:
-        # Pyro's Adam keeps one torch optimiser per parameter, created at the parameter's first step (with the
-        # base rate; the next step sets it)
+        # Pyro's Adam keeps one torch optimiser per parameter, created at the parameter's first step with the base
+        # rate (the schedule's first) or, after a resume, with the rate saved in its state
         optimizers = self.optimizer.optim_objs.values() if self.config.method == "adgm" else [self.optimizer]
         for optimizer in optimizers:
             for group in optimizer.param_groups:
@@ -344,9 +344,10 @@ class Trainer:
         for step, (x_l, y_l, x_u) in enumerate(self._batches(generator)):
             kl_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.warmup_epochs)
             unlabelled_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.resolved_unlabelled_warmup())
-            if cfg.lr_schedule != "constant":
-                self._set_lr(cfg.lr * lr_factor(cfg.lr_schedule, self.epoch, step, self.steps_per_epoch, cfg.resolved_epochs()))
             loss = self._step(x_l, y_l, x_u, kl_weight, unlabelled_weight)
+            if cfg.lr_schedule != "constant":
+                # the rate of the next step, set now so that last.pt (whose optimiser state holds it) resumes exactly
+                self._set_lr(cfg.lr * lr_factor(cfg.lr_schedule, self.epoch, step + 1, self.steps_per_epoch, cfg.resolved_epochs()))
             if not math.isfinite(loss):
                 bar.close()
                 last = self.run_dir / "last.pt"
