@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pyro_adgm.label_curve import plot_label_curve, run_dir_name, run_label_curve, summarise  # noqa: E402
 from pyro_adgm.plots import save_figure  # noqa: E402
-from pyro_adgm.training import TrainConfig  # noqa: E402
+from pyro_adgm.training import LR_SCHEDULES, TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_28.npz"
@@ -90,16 +90,18 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--labelled-weighting", choices=("balanced", "bound"), default=TrainConfig.labelled_weighting)
     parser.add_argument("--weight-average-decay", type=float, default=TrainConfig.weight_average_decay,
                         help="per-step decay of the evaluated weight average (0: the raw weights)")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainConfig.lr_schedule)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/pneumoniamnist-sweep"))
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 1 seed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --weight-average-decay {args.weight_average_decay:g} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
-                 "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting}
+                 "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting,
+                 "lr_schedule": args.lr_schedule}
     if args.quick:
         data, demo = None, {"n_images": 150, "image_size": 28, "seed": 0}
         args.labels, args.seeds, args.epochs = [3], [0], 1

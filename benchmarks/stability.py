@@ -5,7 +5,7 @@ each setting below, as parallel processes (``--jobs``, each with ``--threads`` C
 every run's ``metrics.csv``: best and final validation accuracy, the mean and sd of validation accuracy after
 the warm-up (over the epochs every run finished), and the mean absolute change from one epoch to the next.
 Runs cut short (``--seconds`` stops a run's process, losing the epoch in progress) are summarised over the
-epochs they finished. One seed per setting: differences of a point or two are within run-to-run noise.
+epochs they finished. One seed per setting (`--seed`): differences of a point or two are within run-to-run noise.
 An existing run folder makes ``pyro-adgm train`` refuse (see the log): use a new ``--out`` for new runs. Writes ``stability.csv``, ``stability.md`` and ``stability.png``.
 
     python benchmarks/stability.py --labels 10 50 100 --epochs 40 --seconds 440 --device cpu --jobs 8 --threads 2
@@ -36,6 +36,7 @@ SETTINGS = {
     "balanced-avg": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999"],
     "balanced-avg-beta0.1": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999", "--beta", "0.1"],
     "bound-avg-cosine": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--lr-schedule", "cosine"],
+    "bound-avg-warmup-cosine": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--lr-schedule", "warmup-cosine"],
     "bound-avg-beta4": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--beta", "4"],
 }
 
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--warmup-epochs", type=float, default=8.0)
     parser.add_argument("--seconds", type=float, default=None, help="cut each run after this many seconds")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the label draw and the training of every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     parser.add_argument("--out", type=Path, default=Path("runs/stability"))
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     names = [f"l{n}-{setting}" for n in args.labels for setting in args.settings]
     if not args.summarise_only:
         commands = [cli("train", *data_options, "--task", "2class", "--labels", name.split("-")[0][1:], "--epochs",
-                        str(args.epochs), "--warmup-epochs", f"{args.warmup_epochs:g}", "--device", args.device,
+                        str(args.epochs), "--warmup-epochs", f"{args.warmup_epochs:g}", "--device", args.device, "--seed", str(args.seed),
                         "--out", str(args.out / name), *SETTINGS[name.split("-", 1)[1]]) for name in names]  # fmt: skip
         start = time.perf_counter()
         with ThreadPoolExecutor(args.jobs) as pool:

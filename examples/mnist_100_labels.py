@@ -41,6 +41,7 @@ import torch
 from data_tools.dataset import labelled_subset
 from pyro_adgm import ADGM, TrainConfig, Trainer, TrainingData, mlp_networks
 from pyro_adgm.evaluation import classification_report, predict_proba
+from pyro_adgm.training import LR_SCHEDULES
 
 #: ``../shared/data`` seen from the repository root, wherever the script is started from
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -92,7 +93,7 @@ def training_config(args: argparse.Namespace, epochs: int) -> TrainConfig:
     """The trainer's settings for the parsed options (binarised pixels, no augmentation)."""
     return TrainConfig(task="mnist", labels_per_class=args.labels_per_class, epochs=epochs, batch_size=args.batch_size,
                        warmup_epochs=args.warmup_epochs, beta=args.beta, labelled_weighting=args.labelled_weighting,
-                       lr=args.lr, device=args.device, seed=args.seed, augment="none", binarize=True,
+                       lr=args.lr, lr_schedule=args.lr_schedule, device=args.device, seed=args.seed, augment="none", binarize=True,
                        max_seconds=args.hours * 3600 if args.hours else None)  # fmt: skip
 
 
@@ -105,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=100, help="passes over the unlabelled images")
     parser.add_argument("--batch-size", type=int, default=100, help="images per step, labelled and unlabelled each")
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                        help="constant (the authors'; every figure in BENCHMARKS.md) or a decay (see TrainConfig)")
     parser.add_argument("--beta", type=float, default=0.1, help="weight of the classification term, alpha = beta * N / N_l")
     parser.add_argument("--hours", type=float, default=None,
                         help="stop before an epoch that would take the training time past this (over resumes too)")

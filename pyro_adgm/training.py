@@ -46,7 +46,7 @@ METRIC_COLUMNS = ("epoch", "train_loss", "labelled_bound", "unlabelled_bound", "
                   "unlabelled_weight", "train_accuracy", "val_accuracy", "seconds")  # fmt: skip
 METHODS = ("adgm", "supervised")
 LABELLED_WEIGHTINGS = ("bound", "balanced")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "warmup-cosine")
 PAPER_EPOCHS = {"2class": 100, "3class": 200}
 
 # labelled-only programs (the supervised baseline, or no unlabelled data) have nothing to enumerate
@@ -59,7 +59,8 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run; defaults are the paper's (Adam 1e-4, betas (0.9, 0.999), decay 1e-5)."""
+    """Settings of one training run; defaults are the paper's (Adam 1e-4, betas (0.9, 0.999), decay 1e-5), but
+    for the cosine learning-rate schedule, the labelled weighting's comments and the weight average below."""
 
     task: str = "2class"
     labels_per_class: int = 50
@@ -80,7 +81,11 @@ class TrainConfig:
     # (BENCHMARKS.md, "MNIST", "Stability" and "Labels per class"), so bound stays the default.
     labelled_weighting: str = "bound"
     lr: float = 1e-4
-    # "constant" (the paper's), or "cosine": lr * (1 + cos(pi * t / T)) / 2 over the run's T steps, set every step
+    # "constant": the paper's. "cosine": lr * (1 + cos(pi * t / T)) / 2 over the run's T epochs, set every step.
+    # "warmup-cosine": the full rate during the warm-up (the longer of the KL and unlabelled ones), then the
+    # cosine to 0 over the epochs left; a run inside its warm-up (the paper's 100 epochs of warm-up in 100
+    # epochs) keeps the paper's constant rate. (BENCHMARKS.md, "Stability".) Resuming with more epochs
+    # stretches the rest of the schedule.
     lr_schedule: str = "constant"
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-5
@@ -156,13 +161,20 @@ def kl_warmup_weight(epoch: int, step: int, steps_per_epoch: int, warmup_epochs:
     return min(1.0, (epoch + (step + 1) / steps_per_epoch) / warmup_epochs)
 
 
-def lr_factor(schedule: str, epoch: int, step: int, steps_per_epoch: int, epochs: int) -> float:
-    """The learning rate of step ``step`` of epoch ``epoch`` (both from 0) as a fraction of the base rate:
-    1 for "constant"; for "cosine" (1 + cos(pi * t / T)) / 2 with t the steps taken before it and T = epochs *
-    steps_per_epoch, so the first step gets the full rate and the rate falls towards 0 at the end of the run."""
+def lr_factor(schedule: str, epoch: int, step: int, steps_per_epoch: int, epochs: int, warmup_epochs: float = 0.0) -> float:
+    """The learning rate of step ``step`` of epoch ``epoch`` (both from 0) as a fraction of the base rate.
+
+    "constant": 1. "cosine": (1 + cos(pi * t / T)) / 2 with t the epochs done before the step (fractional) and
+    T = ``epochs``, so the first step gets the full rate and the rate falls towards 0 at the end of the run.
+    "warmup-cosine": 1 until ``warmup_epochs``, then the cosine over the epochs left (a run that ends within its
+    warm-up keeps the full rate throughout)."""
     if schedule == "constant":
         return 1.0
-    progress = (epoch + step / steps_per_epoch) / max(epochs, 1)
+    start = warmup_epochs if schedule == "warmup-cosine" else 0.0
+    done = epoch + step / steps_per_epoch
+    if done <= start or epochs <= start:
+        return 1.0
+    progress = (done - start) / (epochs - start)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
@@ -347,7 +359,9 @@ class Trainer:
             loss = self._step(x_l, y_l, x_u, kl_weight, unlabelled_weight)
             if cfg.lr_schedule != "constant":
                 # the rate of the next step, set now so that last.pt (whose optimiser state holds it) resumes exactly
-                self._set_lr(cfg.lr * lr_factor(cfg.lr_schedule, self.epoch, step + 1, self.steps_per_epoch, cfg.resolved_epochs()))
+                factor = lr_factor(cfg.lr_schedule, self.epoch, step + 1, self.steps_per_epoch, cfg.resolved_epochs(),
+                                   max(cfg.warmup_epochs, cfg.resolved_unlabelled_warmup()))  # fmt: skip
+                self._set_lr(cfg.lr * factor)
             if not math.isfinite(loss):
                 bar.close()
                 last = self.run_dir / "last.pt"

@@ -52,8 +52,10 @@ def test_run_directory_holds_every_artefact(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    straight_report, straight = train(tiny_config(), demo=TINY_DEMO, run_dir=tmp_path / "straight", model_options=SMALL_MODEL)
-    train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "split", model_options=SMALL_MODEL)
+    # a constant rate, so that a 1-epoch run extended to 2 epochs is the 2-epoch run (cosine: the next test)
+    straight_report, straight = train(tiny_config(lr_schedule="constant"), demo=TINY_DEMO, run_dir=tmp_path / "straight",
+                                      model_options=SMALL_MODEL)  # fmt: skip
+    train(tiny_config(epochs=1, lr_schedule="constant"), demo=TINY_DEMO, run_dir=tmp_path / "split", model_options=SMALL_MODEL)
     resumed_report, resumed = resume(tmp_path / "split", epochs=2)
     columns = ("train_loss", "labelled_bound", "unlabelled_bound", "classification_loss", "train_accuracy", "val_accuracy")
     assert len(read_rows(straight)) == len(read_rows(resumed)) == 2
@@ -217,6 +219,15 @@ def test_cosine_schedule_falls_from_the_full_rate_to_zero():
     assert all(a > b for a, b in zip(factors, factors[1:])) and 0 < factors[-1] < 0.05
     assert lr_factor("cosine", 2, 0, 4, 2) == pytest.approx(0.0)
     assert {lr_factor("constant", e, s, 4, 2) for e in range(2) for s in range(4)} == {1.0}
+
+
+def test_warmup_cosine_holds_the_rate_through_the_warmup_then_falls():
+    factors = [lr_factor("warmup-cosine", e, s, 2, 6, warmup_epochs=2) for e in range(6) for s in range(2)]
+    assert factors[:5] == [1.0] * 5  # epochs 1 and 2, and the first step after the warm-up
+    assert factors[8] == pytest.approx(0.5)  # half-way through the 4 epochs after the warm-up
+    assert all(a > b for a, b in zip(factors[4:], factors[5:])) and factors[-1] < 0.05
+    # a run that ends inside its warm-up (the paper's: 100 epochs, 100 of warm-up) keeps the full rate
+    assert {lr_factor("warmup-cosine", e, 0, 10, 100, warmup_epochs=100) for e in range(100)} == {1.0}
 
 
 @pytest.mark.parametrize("method", ["adgm", "supervised"])
