@@ -80,14 +80,16 @@ def plot(rows: list[dict], path: Path) -> None:
     from pyro_adgm.plots import save_figure
 
     labels = sorted({int(r["run"].split("-")[0][1:]) for r in rows})
+    settings = list(dict.fromkeys(r["run"].split("-", 1)[1] for r in rows))  # one colour per setting in every panel
     fig, axes = plt.subplots(1, len(labels), figsize=(4.5 * len(labels), 3.6), squeeze=False, sharey=True)
     for ax, n in zip(axes[0], labels):
         for row in rows:
             if int(row["run"].split("-")[0][1:]) == n:
-                ax.plot(range(1, len(row["curve"]) + 1), row["curve"], label=row["run"].split("-", 1)[1])
+                setting = row["run"].split("-", 1)[1]
+                ax.plot(range(1, len(row["curve"]) + 1), row["curve"], label=setting, color=f"C{settings.index(setting)}")
         ax.set(title=f"{n} labels per class", xlabel="epoch")
+        ax.legend(fontsize=7)
     axes[0][0].set_ylabel("validation accuracy")
-    axes[0][-1].legend(fontsize=8)
     save_figure(fig, path)
 
 
