@@ -37,7 +37,6 @@ SETTINGS = {
     "balanced-avg-beta0.1": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999", "--beta", "0.1"],
     "bound-avg-cosine": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--lr-schedule", "cosine"],
     "bound-avg-warmup-cosine": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--lr-schedule", "warmup-cosine"],
-    "bound-avg-beta4": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--beta", "4"],
 }
 
 
