@@ -39,7 +39,7 @@ import pyro
 import torch
 
 from data_tools.dataset import labelled_subset
-from pyro_adgm import ADGM, TrainConfig, Trainer, TrainingData, mlp_networks
+from pyro_adgm import ADGM, TrainConfig, Trainer, TrainingData
 from pyro_adgm.evaluation import classification_report, predict_proba
 from pyro_adgm.training import LR_SCHEDULES
 
@@ -84,9 +84,8 @@ def mnist_training_data(images: torch.Tensor, labels: torch.Tensor, labels_per_c
 def build_model(*, a_dim: int = 100, z_dim: int = 100, hidden: tuple[int, ...] = (500, 500), batch_norm: bool = True) -> ADGM:
     """The paper's MNIST networks: MLPs (two hidden layers of 500), Bernoulli p(x|z,y), no dropout; batch norm
     after the first layer of the networks that read x unless ``batch_norm`` is False."""
-    sizes = dict(num_classes=10, image_size=28, a_dim=a_dim, z_dim=z_dim)
-    networks = None if batch_norm else mlp_networks(**sizes, out_channels=1, hidden=hidden, batch_norm=False)
-    return ADGM(**sizes, architecture="mlp", likelihood="bernoulli", hidden=hidden, dropout=0.0, networks=networks)
+    return ADGM(num_classes=10, image_size=28, architecture="mlp", likelihood="bernoulli", a_dim=a_dim, z_dim=z_dim,
+                hidden=hidden, dropout=0.0, batch_norm=batch_norm)  # fmt: skip
 
 
 def training_config(args: argparse.Namespace, epochs: int) -> TrainConfig:

@@ -69,6 +69,8 @@ class ADGM(nn.Module):
         channels: widths of the stride-2 conv layers (as many are used as the image size needs).
         hidden: widths of the dense hidden layers of each head.
         dropout: dropout probability after each conv/dense layer.
+        batch_norm: batch norm after the first layer of the MLP networks that read x (``"mlp"`` only; the
+            convolutional networks always have it).
         likelihood: ``"gaussian"`` or ``"bernoulli"`` for p(x|z,y).
         class_prior: pi (K,), uniform by default.
         in_channels: C.
@@ -87,6 +89,7 @@ class ADGM(nn.Module):
         channels: Sequence[int] = (32, 64, 128, 256, 256),
         hidden: Sequence[int] | None = None,
         dropout: float = 0.2,
+        batch_norm: bool = True,
         likelihood: str = "gaussian",
         class_prior: Sequence[float] | None = None,
         in_channels: int = 1,
@@ -100,6 +103,8 @@ class ADGM(nn.Module):
             raise ValueError(f"likelihood: expected one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
         if architecture not in ("conv", "mlp"):
             raise ValueError(f"architecture: expected 'conv' or 'mlp', got {architecture!r}")
+        if not batch_norm and architecture == "conv":
+            raise ValueError("batch_norm: the convolutional networks always use batch norm; False needs architecture 'mlp'")
         networks = dict(networks or {})
         unknown = set(networks) - set(NETWORK_NAMES)
         if unknown:
@@ -112,6 +117,7 @@ class ADGM(nn.Module):
         self.config = {
             "num_classes": num_classes, "image_size": image_size, "a_dim": a_dim, "z_dim": z_dim,
             "architecture": architecture, "channels": list(channels), "hidden": list(hidden), "dropout": dropout,
+            "batch_norm": batch_norm,
             "likelihood": likelihood, "in_channels": in_channels,
             "class_prior": list(class_prior) if class_prior is not None else None,
             "custom_networks": sorted(networks),
@@ -120,7 +126,7 @@ class ADGM(nn.Module):
                       out_channels=self.likelihood.params_per_channel * in_channels, hidden=hidden, dropout=dropout)  # fmt: skip
         missing = [name for name in NETWORK_NAMES if name not in networks]
         if missing:
-            defaults = conv_networks(channels=channels, **common) if architecture == "conv" else mlp_networks(**common)
+            defaults = conv_networks(channels=channels, **common) if architecture == "conv" else mlp_networks(batch_norm=batch_norm, **common)
             networks.update({name: defaults[name] for name in missing})
         for name in NETWORK_NAMES:
             self.add_module(name, networks[name])

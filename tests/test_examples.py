@@ -65,6 +65,7 @@ def test_mnist_networks_are_the_papers_and_batch_norm_is_optional():
     plain = example.build_model(z_dim=50, batch_norm=False)
     assert plain.z_dim == 50 and not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())
     assert plain.classifier(torch.rand(3, 1, 28, 28), a=torch.randn(3, 100)).shape == (3, 10)
+    assert plain.config["batch_norm"] is False and plain.config["custom_networks"] == []  # loads from its config
 
 
 def test_custom_encoder_quick(tmp_path):
