@@ -91,17 +91,21 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--weight-average-decay", type=float, default=TrainConfig.weight_average_decay,
                         help="per-step decay of the evaluated weight average (0: the raw weights)")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainConfig.lr_schedule)
+    parser.add_argument("--augment-probability", type=float, default=TrainConfig.augment_probability,
+                        help="the chance that a training image is transformed")
+    parser.add_argument("--class-prior", choices=("uniform", "learned"), default="uniform",
+                        help="p(y) of the ADGM: fixed uniform, or learned from the unlabelled images")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/pneumoniamnist-sweep"))
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 1 seed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} --class-prior {args.class_prior} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
                  "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting,
-                 "lr_schedule": args.lr_schedule}
+                 "lr_schedule": args.lr_schedule, "augment_probability": args.augment_probability}
     if args.quick:
         data, demo = None, {"n_images": 150, "image_size": 28, "seed": 0}
         args.labels, args.seeds, args.epochs = [3], [0], 1
@@ -109,7 +113,8 @@ def main(argv=None) -> list[dict]:
     else:
         if not args.npz.exists():
             parser.error(f"{args.npz}: PneumoniaMNIST file not found (see ../shared/data/README.md)")
-        data, demo, model_options = prepared_dataset(args.npz, args.out), None, None
+        data, demo, model_options = prepared_dataset(args.npz, args.out), None, {}
+    model_options["learn_class_prior"] = args.class_prior == "learned"
     start = time.perf_counter()
     rows = run_label_curve(args.labels, args.seeds, args.methods, data=data, demo=demo, task="2class", epochs=args.epochs,
                            out_dir=args.out, model_options=model_options, config_overrides=overrides)  # fmt: skip

@@ -6,7 +6,8 @@ every run's ``metrics.csv``: best and final validation accuracy, the mean and sd
 the warm-up (over the epochs every run finished), and the mean absolute change from one epoch to the next.
 Runs cut short (``--seconds`` stops a run's process, losing the epoch in progress) are summarised over the
 epochs they finished. One seed per setting (`--seed`): differences of a point or two are within run-to-run noise.
-An existing run folder makes ``pyro-adgm train`` refuse (see the log): use a new ``--out`` for new runs. Writes ``stability.csv``, ``stability.md`` and ``stability.png``.
+An existing run folder makes ``pyro-adgm train`` refuse (see the log): use a new ``--out`` for new runs. Writes ``stability.csv``, ``stability.md`` and ``stability.png``. Runs made
+before the fourth session transformed every training image: ``--augment-probability 1`` repeats them.
 
     python benchmarks/stability.py --labels 10 50 100 --epochs 40 --seconds 440 --device cpu --jobs 8 --threads 2
     python benchmarks/stability.py --summarise-only --out runs/stability     # tables and plot of finished runs
@@ -37,6 +38,13 @@ SETTINGS = {
     "balanced-avg-beta0.1": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999", "--beta", "0.1"],
     "bound-avg-cosine": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--lr-schedule", "cosine"],
     "bound-avg-warmup-cosine": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--lr-schedule", "warmup-cosine"],
+    # every training image transformed (the default before the augmentation probability existed) or half of them
+    "bound-avg-aug1": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--augment-probability", "1"],
+    "bound-avg-aug1-learned-prior": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--augment-probability", "1",
+                                     "--class-prior", "learned"],
+    "bound-avg-aug0.5": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--augment-probability", "0.5"],
+    "bound-avg-aug0.5-learned-prior": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--augment-probability", "0.5",
+                                       "--class-prior", "learned"],
 }
 
 
@@ -102,6 +110,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seconds", type=float, default=None, help="cut each run after this many seconds")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="seeds the label draw and the training of every run")
+    parser.add_argument("--augment-probability", type=float, default=None,
+                        help="for every run whose setting does not fix it (runs before the fourth session: 1)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     parser.add_argument("--out", type=Path, default=Path("runs/stability"))
@@ -121,10 +131,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             subprocess.run(cli("prepare", "medmnist", str(args.npz), "--out", str(prepared)), cwd=ROOT, check=True)
         data_options = ["--data", str(prepared)]
     names = [f"l{n}-{setting}" for n in args.labels for setting in args.settings]
+    augment = [] if args.augment_probability is None else ["--augment-probability", f"{args.augment_probability:g}"]
     if not args.summarise_only:
         commands = [cli("train", *data_options, "--task", "2class", "--labels", name.split("-")[0][1:], "--epochs",
                         str(args.epochs), "--warmup-epochs", f"{args.warmup_epochs:g}", "--device", args.device, "--seed", str(args.seed),
-                        "--out", str(args.out / name), *SETTINGS[name.split("-", 1)[1]]) for name in names]  # fmt: skip
+                        "--out", str(args.out / name), *augment, *SETTINGS[name.split("-", 1)[1]]) for name in names]  # fmt: skip
         start = time.perf_counter()
         with ThreadPoolExecutor(args.jobs) as pool:
             codes = list(pool.map(lambda c: run_one(c[1], args.out / f"{c[0]}.log", args.seconds, args.threads), zip(names, commands)))

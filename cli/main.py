@@ -50,16 +50,19 @@ app.add_command(prepare)
 @click.option("--labelled-weighting", type=click.Choice(LABELLED_WEIGHTINGS), default=TrainConfig.labelled_weighting, show_default=True, help="bound: each labelled image counts once in J^alpha; balanced: each step's labelled batch weighs as much as its unlabelled batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TrainConfig.lr_schedule, show_default=True, help="constant (the paper's); cosine: decay to 0 over the run's epochs; warmup-cosine: full rate through the warm-up, then the cosine.")
+@click.option("--class-prior", type=click.Choice(["uniform", "learned"]), default="uniform", show_default=True, help="p(y): fixed uniform, or learned from the unlabelled images (empirical Bayes).")
+@click.option("--class-prior-lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.class_prior_lr, show_default=True, help="Adam's rate for a learned p(y).")
 @click.option("--weight-average-decay", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.weight_average_decay, show_default=True, help="Evaluate and save a moving average of the weights with this per-step decay (0: the raw weights).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda[:N].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the label draw, the initialisation and the noise.")
 @click.option("--augment", type=click.Choice(BACKENDS), default="device", show_default=True, help="Random flips and affine transforms, per image.")
+@click.option("--augment-probability", type=click.FloatRange(0, 1), default=TrainConfig.augment_probability, show_default=True, help="The chance that a training image is transformed (else used as stored).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/TASK-METHOD-Nlabels-seedS).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped (other options but --epochs are taken from it).")
 @one_line_errors
 def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, batch_size, image_size, warmup_epochs,
-          unlabelled_warmup_epochs, beta, labelled_weighting, lr, lr_schedule, weight_average_decay, device, seed,
-          augment, out_dir, resume_dir):  # fmt: skip
+          unlabelled_warmup_epochs, beta, labelled_weighting, lr, lr_schedule, class_prior, class_prior_lr,
+          weight_average_decay, device, seed, augment, augment_probability, out_dir, resume_dir):  # fmt: skip
     """Train an ADGM (or the supervised baseline) and write a run directory.
 
     \b
@@ -73,10 +76,12 @@ def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, 
     else:
         config = TrainConfig(task=task, labels_per_class=labels_per_class, epochs=epochs, batch_size=batch_size,
                              warmup_epochs=warmup_epochs, unlabelled_warmup_epochs=unlabelled_warmup_epochs, beta=beta, lr=lr, lr_schedule=lr_schedule, device=device, seed=seed, augment=augment,
+                             augment_probability=augment_probability,
                              method=method, labelled_weighting=labelled_weighting,
-                             weight_average_decay=weight_average_decay or None)  # fmt: skip
+                             weight_average_decay=weight_average_decay or None, class_prior_lr=class_prior_lr)  # fmt: skip
         demo = {"n_images": demo_images, "image_size": demo_size, "seed": DEMO_DEFAULTS["seed"]}
-        report, run_dir = runs.train(config, data=data, demo=demo, image_size=image_size, run_dir=out_dir)
+        report, run_dir = runs.train(config, data=data, demo=demo, image_size=image_size, run_dir=out_dir,
+                                     model_options={"learn_class_prior": class_prior == "learned"})  # fmt: skip
     click.echo(format_report(report))
     click.echo(f"run directory: {run_dir}")
 

@@ -72,7 +72,12 @@ class ADGM(nn.Module):
         batch_norm: batch norm after the first layer of the MLP networks that read x (``"mlp"`` only; the
             convolutional networks always have it).
         likelihood: ``"gaussian"`` or ``"bernoulli"`` for p(x|z,y).
-        class_prior: pi (K,), uniform by default.
+        class_prior: pi (K,), uniform by default; with ``learn_class_prior`` the starting value.
+        learn_class_prior: learn pi by maximising the bound (empirical Bayes): softmax of a parameter
+            ``class_prior_logits`` (K,), which only the unlabelled term trains (the labelled images are drawn N
+            per class, so their labels say nothing about how common each class is). With a fixed uniform pi the
+            unlabelled term pulls the share of each class assigned by q(y|a,x) towards 1/K, which on data with
+            unequal classes moves images of the common class into the rare one as its weight grows.
         in_channels: C.
         networks: replacements for any of ``aux_encoder``, ``classifier``, ``latent_encoder``,
             ``aux_decoder``, ``image_decoder`` (see :mod:`pyro_adgm.networks` for their interfaces).
@@ -92,6 +97,7 @@ class ADGM(nn.Module):
         batch_norm: bool = True,
         likelihood: str = "gaussian",
         class_prior: Sequence[float] | None = None,
+        learn_class_prior: bool = False,
         in_channels: int = 1,
         networks: dict[str, nn.Module] | None = None,
         pyro_name: str = "adgm",
@@ -120,6 +126,7 @@ class ADGM(nn.Module):
             "batch_norm": batch_norm,
             "likelihood": likelihood, "in_channels": in_channels,
             "class_prior": list(class_prior) if class_prior is not None else None,
+            "learn_class_prior": learn_class_prior,
             "custom_networks": sorted(networks),
         }  # fmt: skip
         common = dict(image_size=image_size, num_classes=num_classes, a_dim=a_dim, z_dim=z_dim, in_channels=in_channels,
@@ -134,12 +141,19 @@ class ADGM(nn.Module):
         if prior.shape != (num_classes,) or (prior < 0).any() or abs(float(prior.sum()) - 1) > 1e-4:
             raise ValueError(f"class_prior: expected {num_classes} non-negative probabilities summing to 1")
         self.register_buffer("class_prior", prior)
+        self.class_prior_logits = nn.Parameter(prior.clamp_min(1e-6).log()) if learn_class_prior else None
 
     # helpers
 
     def one_hot(self, y: torch.Tensor) -> torch.Tensor:
         """Class indices (B,) -> one-hot float (B, K) in the dtype of the networks."""
         return F.one_hot(y.long(), self.num_classes).to(self.class_prior.dtype)
+
+    def prior_probs(self) -> torch.Tensor:
+        """pi (K,), the p(y) of the model: the learned one (``learn_class_prior``) or the fixed ``class_prior``."""
+        if self.class_prior_logits is None:
+            return self.class_prior
+        return self.class_prior_logits.softmax(-1)
 
     @staticmethod
     def _plate(name: str, data_size: int | None, batch: int, device: torch.device):
@@ -162,7 +176,10 @@ class ADGM(nn.Module):
         with self._plate(plate_name, data_size, batch, x.device):
             with kl_weighted(kl_weight):
                 z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0).expand([batch, self.z_dim]).to_event(1))
-            prior = self.class_prior.to(x.dtype).expand(batch, self.num_classes)
+            prior = self.prior_probs().to(x.dtype)
+            if y_onehot is not None:
+                prior = prior.detach()  # labels are drawn N per class: they do not inform pi
+            prior = prior.expand(batch, self.num_classes)
             y_value = pyro.sample("y", dist.OneHotCategorical(probs=prior), obs=y_onehot)
             pyro.sample("x", self.likelihood(self.image_decoder(z=z, y=y_value)), obs=x)
             with kl_weighted(kl_weight):

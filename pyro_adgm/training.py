@@ -33,7 +33,7 @@ from pyro.infer import SVI, TraceEnum_ELBO
 from tqdm.auto import tqdm
 
 from data_tools.errors import InputError
-from pyro_adgm.augment import make_augment
+from pyro_adgm.augment import AugmentSettings, make_augment
 from pyro_adgm.averaging import WeightAverage
 from pyro_adgm.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from pyro_adgm.evaluation import classification_report, predict_proba, to_float_images
@@ -43,7 +43,7 @@ from pyro_adgm.plots import plot_confusion, plot_curves
 logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "train_loss", "labelled_bound", "unlabelled_bound", "classification_loss", "kl_weight",
-                  "unlabelled_weight", "train_accuracy", "val_accuracy", "seconds")  # fmt: skip
+                  "unlabelled_weight", "train_accuracy", "val_accuracy", "seconds", "class_prior")  # fmt: skip
 METHODS = ("adgm", "supervised")
 LABELLED_WEIGHTINGS = ("bound", "balanced")
 LR_SCHEDULES = ("constant", "cosine", "warmup-cosine")
@@ -86,11 +86,16 @@ class TrainConfig:
     # of the KL and unlabelled ones), then the cosine over the epochs left (it did not reduce the drift). Resuming
     # with more epochs stretches the rest of the schedule.
     lr_schedule: str = "constant"
+    # Adam's rate for the logits of a learned class prior (``ADGM(learn_class_prior=True)``), scaled by the same
+    # schedule: at lr its 2 to 3 numbers would move a few hundredths of a logit per epoch
+    class_prior_lr: float = 1e-2
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-5
     device: str = "auto"
     seed: int = 0
     augment: str = "device"
+    # the chance that a training image is flipped/transformed (else it is used as stored); see augment.py
+    augment_probability: float = 0.5
     binarize: bool = False  # train on x ~ Bernoulli(pixel) (for a Bernoulli likelihood); bounds use x > 0.5
     method: str = "adgm"
     # evaluate and checkpoint an exponential moving average of the weights (per-step decay; None: the raw
@@ -119,6 +124,7 @@ class TrainConfig:
         values.setdefault("labelled_weighting", "bound")
         values.setdefault("weight_average_decay", None)
         values.setdefault("lr_schedule", "constant")
+        values.setdefault("augment_probability", 1.0)
         values["betas"] = tuple(values.get("betas", (0.9, 0.999)))
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
@@ -200,7 +206,7 @@ class Trainer:
         self.data = data.to(self.device)
         self.run_dir = Path(run_dir)
         self.extra_config = extra_config or {}
-        self.augment = make_augment(config.augment)
+        self.augment = make_augment(config.augment, AugmentSettings(probability=config.augment_probability))
         n_l, n_u = len(data.labelled_labels), len(data.unlabelled_images)
         if n_l == 0:
             raise InputError("labelled set: expected at least one labelled image")
@@ -219,7 +225,7 @@ class Trainer:
         self.best_epoch = 0
         pyro.clear_param_store()
         if config.method == "adgm":
-            self.optimizer = pyro.optim.Adam({"lr": config.lr, "betas": tuple(config.betas), "weight_decay": config.weight_decay})
+            self.optimizer = pyro.optim.Adam(self._optim_args)
             self.elbo = TraceEnum_ELBO(max_plate_nesting=1)
             self.svi = SVI(self.model.semi_supervised_model, self.model.semi_supervised_guide, self.optimizer, self.elbo)
         else:
@@ -322,13 +328,27 @@ class Trainer:
                 x_u = self._inputs(data.unlabelled_images[chunks_u[step]])
             yield x_l, data.labelled_labels[idx_l], x_u
 
-    def _set_lr(self, lr: float) -> None:
+    def _base_lr(self, param_name: str) -> float:
+        return self.config.class_prior_lr if param_name.endswith("class_prior_logits") else self.config.lr
+
+    def _optim_args(self, param_name: str) -> dict:
+        """Adam's settings for one parameter (Pyro calls this with names such as ``adgm.classifier.head.0.weight``)."""
+        prior = param_name.endswith("class_prior_logits")
+        return {"lr": self._base_lr(param_name), "betas": tuple(self.config.betas),
+                "weight_decay": 0.0 if prior else self.config.weight_decay}  # fmt: skip
+
+    def _set_lr(self, factor: float) -> None:
+        """Set every parameter's rate to ``factor`` times its base rate."""
         # Pyro's Adam keeps one torch optimiser per parameter, created at the parameter's first step with the base
         # rate (the schedule's first) or, after a resume, with the rate saved in its state
-        optimizers = self.optimizer.optim_objs.values() if self.config.method == "adgm" else [self.optimizer]
-        for optimizer in optimizers:
+        if self.config.method == "adgm":
+            store = pyro.get_param_store()
+            pairs = [(self._base_lr(store.param_name(p)), opt) for p, opt in self.optimizer.optim_objs.items()]
+        else:
+            pairs = [(self.config.lr, self.optimizer)]
+        for base, optimizer in pairs:
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = base * factor
 
     def _step(self, x_l, y_l, x_u, kl_weight: float, unlabelled_weight: float = 1.0) -> float:
         if self.config.method == "adgm":
@@ -360,7 +380,7 @@ class Trainer:
                 # the rate of the next step, set now so that last.pt (whose optimiser state holds it) resumes exactly
                 factor = lr_factor(cfg.lr_schedule, self.epoch, step + 1, self.steps_per_epoch, cfg.resolved_epochs(),
                                    max(cfg.warmup_epochs, cfg.resolved_unlabelled_warmup()))  # fmt: skip
-                self._set_lr(cfg.lr * factor)
+                self._set_lr(factor)
             if not math.isfinite(loss):
                 bar.close()
                 last = self.run_dir / "last.pt"
@@ -412,6 +432,7 @@ class Trainer:
             "val_accuracy": self.validation_report()["accuracy"],
             "labelled_bound": float("nan"),
             "unlabelled_bound": float("nan"),
+            "class_prior": " ".join(f"{p:.4f}" for p in self.model.prior_probs().tolist()),
         }
         if cfg.method == "adgm":
             row["labelled_bound"] = self.bound_per_image(data.labelled_images, data.labelled_labels)
@@ -461,9 +482,9 @@ class Trainer:
                 save_checkpoint(self.run_dir / "best.pt", state)
             save_checkpoint(self.run_dir / "last.pt", state)
             logger.info(
-                "epoch %d: loss %.4g, train acc %.3f, val acc %.3f, KL weight %.3f, %.1fs",
+                "epoch %d: loss %.4g, train acc %.3f, val acc %.3f, KL weight %.3f, p(y) %s, %.1fs",
                 self.epoch, row["train_loss"], row["train_accuracy"], row["val_accuracy"] or float("nan"),
-                row["kl_weight"], row["seconds"],
+                row["kl_weight"], row["class_prior"], row["seconds"],
             )  # fmt: skip
         return self.finish(rows)
 

@@ -12,7 +12,7 @@ from pyro_adgm.augment import AugmentSettings, DeviceAugment, make_augment
 def test_each_image_gets_its_own_transform():
     torch.manual_seed(0)
     x = torch.rand(1, 1, 32, 32).expand(16, 1, 32, 32).contiguous()
-    out = DeviceAugment()(x)
+    out = DeviceAugment(AugmentSettings(probability=1.0))(x)
     assert out.shape == x.shape
     distinct = {tuple(img.flatten()[:50].tolist()) for img in out}
     assert len(distinct) == 16
@@ -20,13 +20,28 @@ def test_each_image_gets_its_own_transform():
 
 def test_flip_only_is_an_exact_mirror():
     torch.manual_seed(1)
-    settings = AugmentSettings(flip=True, scale=(1.0, 1.0), translate=0.0, rotate=0.0)
+    settings = AugmentSettings(flip=True, scale=(1.0, 1.0), translate=0.0, rotate=0.0, probability=1.0)
     x = torch.rand(64, 1, 16, 16)
     out = DeviceAugment(settings)(x)
     flipped = [torch.allclose(o, xi.flip(-1), atol=1e-5) for o, xi in zip(out, x)]
     same = [torch.allclose(o, xi, atol=1e-5) for o, xi in zip(out, x)]
     assert all(f or s for f, s in zip(flipped, same))
     assert 16 < sum(flipped) < 48  # about half the images are flipped
+
+
+@pytest.mark.parametrize("probability", [0.0, 0.5, 1.0])
+def test_each_image_is_transformed_with_the_given_probability(probability):
+    torch.manual_seed(3)
+    x = torch.rand(2000, 1, 12, 12)
+    out = DeviceAugment(AugmentSettings(probability=probability))(x)
+    unchanged = sum(torch.equal(o, xi) for o, xi in zip(out, x)) / len(x)
+    # a transformed image is never bit-identical here (scale is drawn from a continuous range)
+    assert unchanged == pytest.approx(1.0 - probability, abs=0.04)
+
+
+def test_augment_probability_outside_0_1_is_refused():
+    with pytest.raises(InputError, match="augment probability: expected a number in \\[0, 1\\], got 1.5"):
+        AugmentSettings(probability=1.5)
 
 
 def test_matrix_parameters_stay_in_their_ranges():

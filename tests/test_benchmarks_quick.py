@@ -64,3 +64,27 @@ def test_denormal_flush_quick_times_both_settings():
     result = load("denormal_flush").main(["--quick"])
     assert result["step_s_no_flush"] > 0 and result["step_s_flush"] > 0
     assert result["ratio_no_flush_over_flush"] == result["step_s_no_flush"] / result["step_s_flush"]
+
+
+def test_augment_mismatch_quick_reports_every_transform():
+    module = load("augment_mismatch")
+    (result,) = module.main(["--quick"])
+    names = [row["transform"] for row in result["rows"]]
+    assert names[0] == "as stored" and names[-1] == "mean of 2 random transforms" and len(names) == 6
+    for row in result["rows"]:
+        assert sum(row["mean_probability"]) == pytest.approx(1.0, abs=1e-5)
+        assert row["best_threshold_accuracy"] >= row["accuracy"] - 1e-9
+    assert sum(result["class_share"]) == pytest.approx(1.0)
+
+
+def test_augment_mismatch_helpers_are_exact():
+    import numpy as np
+    import torch
+
+    module = load("augment_mismatch")
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    shifted = module.shift_one_pixel(x)
+    assert torch.equal(shifted[0, 0, 1:, 1:], x[0, 0, :3, :3]) and shifted[0, 0, 0].abs().sum() == 0
+    # scores 0.9, 0.8, 0.3, 0.2 for labels 1, 0, 1, 0: the best cut (after the first) gets 3 of 4 right
+    assert module.best_threshold_accuracy(np.array([0.9, 0.8, 0.3, 0.2]), np.array([1, 0, 1, 0])) == 0.75
+    assert module.best_threshold_accuracy(np.array([0.9, 0.8, 0.3, 0.2]), np.array([1, 1, 0, 0])) == 1.0

@@ -10,10 +10,11 @@ from pyro.infer import TraceEnum_ELBO
 from pyro_adgm.model import ADGM
 
 
-def small_model(num_classes=3, image_size=28):
+def small_model(num_classes=3, image_size=28, **options):
     pyro.clear_param_store()
     torch.manual_seed(0)
-    model = ADGM(num_classes=num_classes, image_size=image_size, a_dim=5, z_dim=4, channels=(4, 8, 8, 8, 8), hidden=(16,))
+    model = ADGM(num_classes=num_classes, image_size=image_size, a_dim=5, z_dim=4, channels=(4, 8, 8, 8, 8), hidden=(16,),
+                 **options)  # fmt: skip
     return model.double().eval()  # eval: deterministic networks, so only a and z carry noise
 
 
@@ -43,7 +44,7 @@ def oracle_terms(model, x, y=None, kl_weight=1.0):
     p_z = td.Independent(td.Normal(torch.zeros_like(z), torch.ones_like(z)), 1)
     p_a_loc, p_a_scale = model.aux_decoder(x, z=z, y=y_onehot)
     p_a = td.Independent(td.Normal(p_a_loc, p_a_scale), 1)
-    log_p_y = torch.log(torch.full((), 1.0 / k, dtype=torch.double))
+    log_p_y = (y_onehot * model.prior_probs().log()).sum(-1)
     recon = image_log_prob(model, z, y_onehot, x) + log_p_y
     kl_part = p_z.log_prob(z) + p_a.log_prob(a) - q_z.log_prob(z) - q_a.log_prob(a)
     bound = recon + kl_weight * kl_part  # (B,) labelled, (K, B) unlabelled
@@ -126,3 +127,31 @@ def test_unlabelled_weight_scales_only_the_unlabelled_term(weight):
         labelled = elbo.loss(model.model, model.guide, xl, yl, data_size=30, alpha=3.0)
         unlabelled = elbo.loss(model.model, model.guide, xu, data_size=400)
     assert both == pytest.approx(labelled + weight * unlabelled, rel=1e-9)
+
+
+def test_learned_class_prior_is_in_the_bound_and_only_unlabelled_images_train_it():
+    model = small_model(3, learn_class_prior=True)
+    with torch.no_grad():
+        model.class_prior_logits.copy_(torch.tensor([0.5, -1.0, 0.2], dtype=torch.double))
+    pi = model.prior_probs().detach()
+    assert pi.sum().item() == pytest.approx(1.0) and not torch.allclose(pi, torch.full((3,), 1 / 3, dtype=torch.double))
+    x = torch.rand(6, 1, 28, 28, dtype=torch.double)
+    y = torch.tensor([0, 1, 2, 2, 1, 0])
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+
+    pyro.set_rng_seed(123)
+    unlabelled = elbo.differentiable_loss(model.model, model.guide, x, data_size=60)
+    (grad_u,) = torch.autograd.grad(unlabelled, model.class_prior_logits)
+    bound, log_q_y = oracle_terms(model, x)  # log p(y) = log pi_y inside the bound
+    q_y = log_q_y.exp().detach()
+    expected = (-(q_y.T * bound).sum(0) + (q_y.T * log_q_y.T).sum(0)).sum() * 60 / 6
+    assert unlabelled.item() == pytest.approx(expected.item(), rel=1e-5)
+    # d(-sum_y q_y log pi_y)/d logits = pi - q per image: the prior moves toward the classes q(y|a,x) assigns
+    torch.testing.assert_close(grad_u, ((pi - q_y).sum(0) * 60 / 6), rtol=1e-6, atol=1e-9)
+
+    pyro.set_rng_seed(123)
+    labelled = elbo.differentiable_loss(model.model, model.guide, x, y, data_size=60)
+    bound_l, _ = oracle_terms(model, x, y)
+    assert labelled.item() == pytest.approx(-(bound_l.sum() * 60 / 6).item(), rel=1e-5)
+    (grad_l,) = torch.autograd.grad(labelled, model.class_prior_logits, allow_unused=True)
+    assert grad_l is None or torch.count_nonzero(grad_l) == 0  # labels are drawn N per class: no say in pi

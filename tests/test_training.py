@@ -4,13 +4,14 @@ import csv
 import json
 import math
 
+import pyro
 import pytest
 import torch
 from conftest import SMALL_MODEL
 
 from data_tools.errors import InputError
 from pyro_adgm.checkpoint import load_checkpoint
-from pyro_adgm.runs import prepare_trainer, resume, train
+from pyro_adgm.runs import load_model, prepare_trainer, resume, train
 from pyro_adgm.training import TrainConfig, TrainingDiverged, kl_warmup_weight, lr_factor
 
 TINY_DEMO = {"n_images": 150, "image_size": 28, "seed": 3}
@@ -88,10 +89,10 @@ def test_cosine_schedule_resumes_exactly(tmp_path):
 
 def test_settings_saved_before_a_field_existed_resume_as_they_ran():
     saved = tiny_config().to_dict()
-    del saved["labelled_weighting"], saved["weight_average_decay"], saved["lr_schedule"]
+    del saved["labelled_weighting"], saved["weight_average_decay"], saved["lr_schedule"], saved["augment_probability"]
     config = TrainConfig.from_dict(saved)
     assert config.labelled_weighting == "bound" and config.weight_average_decay is None
-    assert config.lr_schedule == "constant"
+    assert config.lr_schedule == "constant" and config.augment_probability == 1.0
     assert TrainConfig.from_dict(tiny_config().to_dict()) == tiny_config()
 
 
@@ -239,6 +240,29 @@ def test_cosine_schedule_sets_every_optimiser_each_step(tmp_path, method):
     # after the first of two epochs every optimiser holds the rate of the next step: half the base rate
     rates = [g["lr"] for o in optimizers for g in o.param_groups]
     assert rates and rates == pytest.approx([0.5e-3] * len(rates))
+
+
+def test_learned_class_prior_has_its_own_rate_and_travels_with_the_checkpoint(tmp_path):
+    config = tiny_config(epochs=2, lr=1e-3, lr_schedule="cosine", class_prior_lr=0.05)
+    options = {**SMALL_MODEL, "learn_class_prior": True}
+    trainer = prepare_trainer(config, demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=options)
+    start = trainer.model.prior_probs().detach().clone()
+    trainer.train_epoch()
+    store = pyro.get_param_store()
+    rates = {store.param_name(p): o.param_groups[0]["lr"] for p, o in trainer.optimizer.optim_objs.items()}
+    prior_rates = [r for name, r in rates.items() if name.endswith("class_prior_logits")]
+    assert prior_rates == pytest.approx([0.025])  # half of its own base rate after the first of two epochs
+    others = [r for name, r in rates.items() if not name.endswith("class_prior_logits")]
+    assert others and others == pytest.approx([0.5e-3] * len(others))
+    moved = trainer.model.prior_probs().detach()
+    assert moved.sum().item() == pytest.approx(1.0) and (moved - start).abs().max() > 1e-3
+
+    report, run_dir = train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "saved", model_options=options)
+    recorded = [float(v) for v in read_rows(run_dir)[-1]["class_prior"].split()]
+    model, _ = load_model(run_dir / "best.pt", "cpu")  # rebuilt from the saved config, learned prior included
+    assert model.config["learn_class_prior"]
+    assert model.prior_probs().tolist() == pytest.approx(recorded, abs=1e-4)
+    assert recorded != pytest.approx([1 / 3] * 3, abs=1e-4)
 
 
 def test_unknown_lr_schedule_is_a_clear_error(tmp_path):
