@@ -7,7 +7,9 @@ supervised run with the same label draw (the seed sets the draw and the initiali
 
 Writes, under ``--out``: ``label_curve.csv`` (one row per run), ``summary.md`` (mean ± sd of test accuracy and
 ROC AUC, with the command that reproduces each row), ``accuracy_vs_labels.png`` and ``val_curves.png``
-(validation accuracy per epoch for seed 0 of each label count).
+(validation accuracy per epoch for seed 0 of each label count). Run folders are named by method, labels and seed
+only: use a new ``--out`` for new settings, or the finished runs of the old ones are summarised under the new
+command. Sweeps before the fourth session transformed every training image (``--augment-probability 1``).
 
     python benchmarks/label_sweep.py --epochs 12 --out runs/pneumoniamnist-sweep
     python benchmarks/label_sweep.py --quick          # demo phantoms, tiny; a test runs it
@@ -99,6 +101,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=Path("runs/pneumoniamnist-sweep"))
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 1 seed")
     args = parser.parse_args(argv)
+    if args.class_prior == "learned" and "supervised" in args.methods:
+        parser.error("--class-prior learned is an ADGM setting (the supervised baseline has no p(y)): add --methods adgm")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
                f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} --class-prior {args.class_prior} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip

@@ -2,10 +2,10 @@
 
 Parameters are drawn per image, and each image is transformed with probability ``probability`` (else passed on
 unchanged). A classifier that only ever sees transformed images is not fitted to untransformed ones, which is
-what it is evaluated on: on PneumoniaMNIST, models trained with every image transformed put 1/3 fewer
-validation images in the common class than it holds and were 8 to 14 points less accurate on the images as
-stored than on the same images transformed (BENCHMARKS.md, "Augmentation"). The ``device`` backend builds one (B, 2, 3) affine matrix per image and warps
-the whole batch with ``grid_sample`` on the batch's own device, with no per-image Python loop. The ``imgaug``
+what it is evaluated on: on PneumoniaMNIST, models trained with every image transformed put over a quarter
+fewer validation images in the common class than it holds and were 7 to 12 points less accurate on the images
+as stored than on one random transform of them (BENCHMARKS.md, "Every training image was transformed"). The
+``device`` backend builds one (B, 2, 3) affine matrix per image and warps the whole batch with ``grid_sample`` on the batch's own device, with no per-image Python loop. The ``imgaug``
 backend (optional extra ``pyro-adgm[imgaug]``) runs imgaug's Fliplr + Affine on the CPU.
 """
 

@@ -212,6 +212,9 @@ class Trainer:
             raise InputError("labelled set: expected at least one labelled image")
         if len(data.val_labels) == 0:
             raise InputError("validation set: expected at least one image (it selects the best checkpoint)")
+        if config.method == "supervised" and getattr(model, "class_prior_logits", None) is not None:
+            raise InputError("class prior: a learned p(y) is trained by the unlabelled term, which the supervised "
+                             "baseline does not have; use a fixed class prior (--class-prior uniform) with it")  # fmt: skip
         self.alpha = config.beta * (n_l + n_u) / n_l
         self.use_unlabelled = config.method == "adgm" and n_u > 0
         # the number of images a step's labelled batch stands for (the labelled plate's size)

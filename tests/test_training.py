@@ -71,12 +71,14 @@ def test_resume_continues_exactly(tmp_path):
     assert straight_report["confusion_matrix"] == resumed_report["confusion_matrix"]
 
 
-def test_cosine_schedule_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("learn_class_prior", [False, True])
+def test_cosine_schedule_resumes_exactly(tmp_path, learn_class_prior):
     config = tiny_config(lr_schedule="cosine", lr=1e-3)
-    _, straight = train(config, demo=TINY_DEMO, run_dir=tmp_path / "straight", model_options=SMALL_MODEL)
+    options = {**SMALL_MODEL, "learn_class_prior": learn_class_prior}  # a learned prior has a rate of its own
+    _, straight = train(config, demo=TINY_DEMO, run_dir=tmp_path / "straight", model_options=options)
     # the same two-epoch run, stopped after its first epoch by a time limit, then resumed
     train(tiny_config(lr_schedule="cosine", lr=1e-3, max_seconds=1e-6), demo=TINY_DEMO, run_dir=tmp_path / "split",
-          model_options=SMALL_MODEL)  # fmt: skip
+          model_options=options)  # fmt: skip
     assert len(read_rows(tmp_path / "split")) == 1
     _, resumed = resume(tmp_path / "split", max_seconds=math.inf)
     for a, b in zip(read_rows(straight), read_rows(resumed), strict=True):
@@ -263,6 +265,12 @@ def test_learned_class_prior_has_its_own_rate_and_travels_with_the_checkpoint(tm
     assert model.config["learn_class_prior"]
     assert model.prior_probs().tolist() == pytest.approx(recorded, abs=1e-4)
     assert recorded != pytest.approx([1 / 3] * 3, abs=1e-4)
+
+
+def test_learned_class_prior_is_refused_for_the_supervised_baseline(tmp_path):
+    with pytest.raises(InputError, match="class prior: a learned p\\(y\\) is trained by the unlabelled term"):
+        prepare_trainer(tiny_config(method="supervised"), demo=TINY_DEMO, run_dir=tmp_path / "run",
+                        model_options={**SMALL_MODEL, "learn_class_prior": True})  # fmt: skip
 
 
 def test_unknown_lr_schedule_is_a_clear_error(tmp_path):
