@@ -29,6 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pyro_adgm.label_curve import plot_label_curve, run_dir_name, run_label_curve, summarise  # noqa: E402
+from pyro_adgm.model import CLASS_PRIORS  # noqa: E402
 from pyro_adgm.plots import save_figure  # noqa: E402
 from pyro_adgm.training import LR_SCHEDULES, TrainConfig  # noqa: E402
 
@@ -95,7 +96,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainConfig.lr_schedule)
     parser.add_argument("--augment-probability", type=float, default=TrainConfig.augment_probability,
                         help="the chance that a training image is transformed")
-    parser.add_argument("--class-prior", choices=("uniform", "learned"), default="uniform",
+    parser.add_argument("--class-prior", choices=CLASS_PRIORS, default="uniform",
                         help="p(y) of the ADGM: fixed uniform, or learned from the unlabelled images")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/pneumoniamnist-sweep"))

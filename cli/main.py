@@ -12,6 +12,7 @@ from cli.errors import one_line_errors
 from cli.prepare import prepare
 from pyro_adgm import runs
 from pyro_adgm.augment import BACKENDS
+from pyro_adgm.model import CLASS_PRIORS
 from pyro_adgm.runs import DEMO_DEFAULTS
 from pyro_adgm.training import LABELLED_WEIGHTINGS, LR_SCHEDULES, METHODS, TrainConfig
 
@@ -50,7 +51,7 @@ app.add_command(prepare)
 @click.option("--labelled-weighting", type=click.Choice(LABELLED_WEIGHTINGS), default=TrainConfig.labelled_weighting, show_default=True, help="bound: each labelled image counts once in J^alpha; balanced: each step's labelled batch weighs as much as its unlabelled batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TrainConfig.lr_schedule, show_default=True, help="constant (the paper's); cosine: decay to 0 over the run's epochs; warmup-cosine: full rate through the warm-up, then the cosine.")
-@click.option("--class-prior", type=click.Choice(["uniform", "learned"]), default="uniform", show_default=True, help="p(y): fixed uniform, or learned from the unlabelled images (empirical Bayes).")
+@click.option("--class-prior", type=click.Choice(CLASS_PRIORS), default="uniform", show_default=True, help="p(y): fixed uniform, or learned from the unlabelled images (empirical Bayes).")
 @click.option("--class-prior-lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.class_prior_lr, show_default=True, help="Adam's rate for a learned p(y).")
 @click.option("--weight-average-decay", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.weight_average_decay, show_default=True, help="Evaluate and save a moving average of the weights with this per-step decay (0: the raw weights).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda[:N].")

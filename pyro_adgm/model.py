@@ -33,6 +33,8 @@ from pyro_adgm.likelihoods import LIKELIHOODS
 from pyro_adgm.networks import conv_networks, mlp_networks
 
 NETWORK_NAMES = ("aux_encoder", "classifier", "latent_encoder", "aux_decoder", "image_decoder")
+CLASS_PRIORS = ("uniform", "learned")  # p(y): fixed (uniform unless class_prior is given), or learned
+PRIOR_PARAMETER = "class_prior_logits"  # the attribute (and parameter name) of a learned p(y)
 
 
 class SharedNoiseNormal(dist.Normal):

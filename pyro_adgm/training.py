@@ -37,7 +37,7 @@ from pyro_adgm.augment import AugmentSettings, make_augment
 from pyro_adgm.averaging import WeightAverage
 from pyro_adgm.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from pyro_adgm.evaluation import classification_report, predict_proba, to_float_images
-from pyro_adgm.model import ADGM
+from pyro_adgm.model import ADGM, PRIOR_PARAMETER
 from pyro_adgm.plots import plot_confusion, plot_curves
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class Trainer:
             raise InputError("labelled set: expected at least one labelled image")
         if len(data.val_labels) == 0:
             raise InputError("validation set: expected at least one image (it selects the best checkpoint)")
-        if config.method == "supervised" and getattr(model, "class_prior_logits", None) is not None:
+        if config.method == "supervised" and model.class_prior_logits is not None:
             raise InputError("class prior: a learned p(y) is trained by the unlabelled term, which the supervised "
                              "baseline does not have; use a fixed class prior (--class-prior uniform) with it")  # fmt: skip
         self.alpha = config.beta * (n_l + n_u) / n_l
@@ -332,11 +332,11 @@ class Trainer:
             yield x_l, data.labelled_labels[idx_l], x_u
 
     def _base_lr(self, param_name: str) -> float:
-        return self.config.class_prior_lr if param_name.endswith("class_prior_logits") else self.config.lr
+        return self.config.class_prior_lr if param_name.endswith(PRIOR_PARAMETER) else self.config.lr
 
     def _optim_args(self, param_name: str) -> dict:
         """Adam's settings for one parameter (Pyro calls this with names such as ``adgm.classifier.head.0.weight``)."""
-        prior = param_name.endswith("class_prior_logits")
+        prior = param_name.endswith(PRIOR_PARAMETER)
         return {"lr": self._base_lr(param_name), "betas": tuple(self.config.betas),
                 "weight_decay": 0.0 if prior else self.config.weight_decay}  # fmt: skip
 
