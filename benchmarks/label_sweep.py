@@ -29,7 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pyro_adgm.label_curve import plot_label_curve, run_dir_name, run_label_curve, summarise  # noqa: E402
-from pyro_adgm.model import CLASS_PRIORS  # noqa: E402
+from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS  # noqa: E402
 from pyro_adgm.plots import save_figure  # noqa: E402
 from pyro_adgm.training import LR_SCHEDULES, TrainConfig  # noqa: E402
 
@@ -96,8 +96,11 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainConfig.lr_schedule)
     parser.add_argument("--augment-probability", type=float, default=TrainConfig.augment_probability,
                         help="the chance that a training image is transformed")
-    parser.add_argument("--class-prior", choices=CLASS_PRIORS, default="uniform",
-                        help="p(y) of the ADGM: fixed uniform, or learned from the unlabelled images")
+    parser.add_argument("--class-prior", choices=CLASS_PRIORS, default=None,
+                        help="p(y): fixed uniform, or learned from the unlabelled images (default: learned for the "
+                             "ADGM, uniform for the supervised baseline)")
+    parser.add_argument("--label-weights", choices=LABEL_WEIGHTS, default="prior",
+                        help="prior: each labelled image's classification term times K * p(y); equal: the paper's")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/pneumoniamnist-sweep"))
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 1 seed")
@@ -106,7 +109,7 @@ def main(argv=None) -> list[dict]:
         parser.error("--class-prior learned is an ADGM setting (the supervised baseline has no p(y)): add --methods adgm")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} --class-prior {args.class_prior} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {args.class_prior} ' if args.class_prior else ''}--label-weights {args.label_weights} --methods {' '.join(args.methods)} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
                  "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting,
@@ -119,10 +122,10 @@ def main(argv=None) -> list[dict]:
         if not args.npz.exists():
             parser.error(f"{args.npz}: PneumoniaMNIST file not found (see ../shared/data/README.md)")
         data, demo, model_options = prepared_dataset(args.npz, args.out), None, {}
-    model_options["learn_class_prior"] = args.class_prior == "learned"
     start = time.perf_counter()
     rows = run_label_curve(args.labels, args.seeds, args.methods, data=data, demo=demo, task="2class", epochs=args.epochs,
-                           out_dir=args.out, model_options=model_options, config_overrides=overrides)  # fmt: skip
+                           out_dir=args.out, model_options=model_options, config_overrides=overrides,
+                           class_prior=args.class_prior, label_weights=args.label_weights)  # fmt: skip
     plot_label_curve(rows, args.out / "accuracy_vs_labels.png", title="PneumoniaMNIST, 2 classes")
     plot_val_curves(args.out, args.labels, args.methods, args.seeds[0], args.out / "val_curves.png")
     (args.out / "summary.md").write_text(summary_markdown(rows, command))

@@ -30,21 +30,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_28.npz"
 
+#: p(y) options: the defaults before the fifth session (fixed uniform p(y), labels as they are), the learned p(y)
+#: alone, and the learned p(y) with each labelled image's classification term weighted by K * p(y) (now the default)
+UNIFORM = ["--class-prior", "uniform", "--label-weights", "equal"]
+LEARNED = ["--class-prior", "learned", "--label-weights", "equal"]
+LEARNED_WEIGHTED = ["--class-prior", "learned", "--label-weights", "prior"]
+BOUND_AVG = ["--labelled-weighting", "bound", "--weight-average-decay", "0.999"]
+
 #: name -> extra `pyro-adgm train` options
 SETTINGS = {
-    "bound-raw": ["--labelled-weighting", "bound", "--weight-average-decay", "0"],
-    "bound-avg": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999"],
-    "balanced-avg": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999"],
-    "balanced-avg-beta0.1": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999", "--beta", "0.1"],
-    "bound-avg-cosine": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--lr-schedule", "cosine"],
-    "bound-avg-warmup-cosine": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--lr-schedule", "warmup-cosine"],
+    "bound-raw": ["--labelled-weighting", "bound", "--weight-average-decay", "0", *UNIFORM],
+    "bound-avg": [*BOUND_AVG, *UNIFORM],
+    "balanced-avg": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999", *UNIFORM],
+    "balanced-avg-beta0.1": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999", "--beta", "0.1", *UNIFORM],
+    "bound-avg-cosine": [*BOUND_AVG, "--lr-schedule", "cosine", *UNIFORM],
+    "bound-avg-warmup-cosine": [*BOUND_AVG, "--lr-schedule", "warmup-cosine", *UNIFORM],
     # every training image transformed (the default before the augmentation probability existed) or half of them
-    "bound-avg-aug1": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--augment-probability", "1"],
-    "bound-avg-aug1-learned-prior": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--augment-probability", "1",
-                                     "--class-prior", "learned"],
-    "bound-avg-aug0.5": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--augment-probability", "0.5"],
-    "bound-avg-aug0.5-learned-prior": ["--labelled-weighting", "bound", "--weight-average-decay", "0.999", "--augment-probability", "0.5",
-                                       "--class-prior", "learned"],
+    "bound-avg-aug1": [*BOUND_AVG, "--augment-probability", "1", *UNIFORM],
+    "bound-avg-aug1-learned-prior": [*BOUND_AVG, "--augment-probability", "1", *LEARNED],
+    "bound-avg-aug0.5": [*BOUND_AVG, "--augment-probability", "0.5", *UNIFORM],
+    "bound-avg-aug0.5-learned-prior": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED],
+    "bound-avg-aug0.5-learned-prior-weighted": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED],
+    "bound-avg-aug0.5-learned-prior-weighted-beta10": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED,
+                                                       "--beta", "10"],
 }
 
 

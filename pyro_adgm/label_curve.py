@@ -44,12 +44,15 @@ def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], metho
                     data: str | Path | None = None, demo: dict | None = None, task: str = "2class",
                     epochs: int | None = None, out_dir: str | Path = "runs/label-curve",
                     evaluate_split: str | None = "test", image_size: int | None = None,
-                    model_options: dict | None = None, config_overrides: dict | None = None) -> list[dict]:  # fmt: skip
+                    model_options: dict | None = None, config_overrides: dict | None = None,
+                    class_prior: str | None = None, label_weights: str = "prior") -> list[dict]:  # fmt: skip
     """Train and evaluate every (method, labels per class, seed); return one row per run.
 
     data: a prepared dataset folder, or None for the demo phantoms (``demo`` settings as :func:`runs.train`).
     epochs: per run (None: the paper's number for ``task``). config_overrides: other :class:`TrainConfig`
-    fields (``batch_size``, ``lr``, ``device``, ...). model_options: keyword arguments of :class:`ADGM`.
+    fields (``batch_size``, ``lr``, ``device``, ...). model_options: keyword arguments of :class:`ADGM`, over
+    the p(y) settings that ``class_prior`` and ``label_weights`` give each method (:func:`runs.model_options_for`:
+    by default a learned p(y) for the ADGM, a uniform one for the supervised baseline, labels weighted by it).
     evaluate_split: the split the best checkpoint is evaluated on once (skipped, with a warning, where the
     dataset has no such split), or None.
 
@@ -68,8 +71,9 @@ def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], metho
                 run_dir = out_dir / run_dir_name(method, n, seed)
                 config = TrainConfig(task=task, labels_per_class=n, epochs=epochs, seed=seed, method=method,
                                      **(config_overrides or {}))
+                options = {**runs.model_options_for(method, class_prior, label_weights), **(model_options or {})}
                 rows.append(one_run(config, run_dir, data=data, demo=demo, image_size=image_size,
-                                    model_options=model_options, evaluate_split=evaluate_split))  # fmt: skip
+                                    model_options=options, evaluate_split=evaluate_split))  # fmt: skip
                 write_rows(rows, out_dir / "label_curve.csv")
     return rows
 

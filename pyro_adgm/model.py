@@ -34,6 +34,7 @@ from pyro_adgm.networks import conv_networks, mlp_networks
 
 NETWORK_NAMES = ("aux_encoder", "classifier", "latent_encoder", "aux_decoder", "image_decoder")
 CLASS_PRIORS = ("uniform", "learned")  # p(y): fixed (uniform unless class_prior is given), or learned
+LABEL_WEIGHTS = ("prior", "equal")  # a labelled image's classification term: times K * p(y), or as it is
 PRIOR_PARAMETER = "class_prior_logits"  # the attribute (and parameter name) of a learned p(y)
 
 
@@ -80,6 +81,11 @@ class ADGM(nn.Module):
             per class, so their labels say nothing about how common each class is). With a fixed uniform pi the
             unlabelled term pulls the share of each class assigned by q(y|a,x) towards 1/K, which on data with
             unequal classes moves images of the common class into the rare one as its weight grows.
+        prior_weighted_labels: multiply each labelled image's ``alpha * log q(y|a,x)`` term by K * pi_y (pi
+            detached). The labelled images are drawn N per class, so the classification term alone fits
+            q(y|a,x) to equal class shares; weighted, it fits the shares of p(y) (the label-shift correction
+            of Saerens et al. 2002), which agrees with what the unlabelled term asks. Every weight is 1 under a
+            fixed uniform pi; meant for ``learn_class_prior`` (or a known, non-uniform ``class_prior``).
         in_channels: C.
         networks: replacements for any of ``aux_encoder``, ``classifier``, ``latent_encoder``,
             ``aux_decoder``, ``image_decoder`` (see :mod:`pyro_adgm.networks` for their interfaces).
@@ -100,6 +106,7 @@ class ADGM(nn.Module):
         likelihood: str = "gaussian",
         class_prior: Sequence[float] | None = None,
         learn_class_prior: bool = False,
+        prior_weighted_labels: bool = False,
         in_channels: int = 1,
         networks: dict[str, nn.Module] | None = None,
         pyro_name: str = "adgm",
@@ -128,7 +135,7 @@ class ADGM(nn.Module):
             "batch_norm": batch_norm,
             "likelihood": likelihood, "in_channels": in_channels,
             "class_prior": list(class_prior) if class_prior is not None else None,
-            "learn_class_prior": learn_class_prior,
+            "learn_class_prior": learn_class_prior, "prior_weighted_labels": prior_weighted_labels,
             "custom_networks": sorted(networks),
         }  # fmt: skip
         common = dict(image_size=image_size, num_classes=num_classes, a_dim=a_dim, z_dim=z_dim, in_channels=in_channels,
@@ -144,6 +151,7 @@ class ADGM(nn.Module):
             raise ValueError(f"class_prior: expected {num_classes} non-negative probabilities summing to 1")
         self.register_buffer("class_prior", prior)
         self.class_prior_logits = nn.Parameter(prior.clamp_min(1e-6).log()) if learn_class_prior else None
+        self.prior_weighted_labels = prior_weighted_labels
 
     # helpers
 
@@ -167,7 +175,8 @@ class ADGM(nn.Module):
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, *, data_size: int | None = None,
               kl_weight: float = 1.0, alpha: float = 0.0, plate_name: str = "data") -> None:  # fmt: skip
-        """p(z) p(y) p(x|z,y) p(a|z,y,x), plus ``alpha * log q(y|a,x)`` when y is observed.
+        """p(z) p(y) p(x|z,y) p(a|z,y,x), plus ``alpha * log q(y|a,x)`` when y is observed (times K * pi_y with
+        ``prior_weighted_labels``).
 
         x: (B, C, S, S) float in [0, 1]; y: (B,) int64 or None (unlabelled: y comes from the guide).
         data_size: N, the number of examples the batch stands for (plate scale N/B); None means B.
@@ -189,6 +198,8 @@ class ADGM(nn.Module):
                 a = pyro.sample("a", dist.Normal(a_loc, a_scale).to_event(1))
             if y_onehot is not None and alpha > 0:
                 log_q_y = (y_onehot * self.classifier(x, a=a).log_softmax(-1)).sum(-1)
+                if self.prior_weighted_labels:
+                    log_q_y = log_q_y * (self.num_classes * (y_onehot * prior).sum(-1))  # prior: detached above
                 pyro.factor("y_aux", alpha * log_q_y)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, *, data_size: int | None = None,

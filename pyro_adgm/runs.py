@@ -21,7 +21,7 @@ from data_tools.demo import DEMO_IMAGE_SIZE, DEMO_N_IMAGES, make_demo_dataset
 from data_tools.errors import InputError
 from pyro_adgm.checkpoint import atomic_write_json, load_checkpoint
 from pyro_adgm.evaluation import classification_report, predict_proba
-from pyro_adgm.model import ADGM
+from pyro_adgm.model import ADGM, CLASS_PRIORS, LABEL_WEIGHTS
 from pyro_adgm.plots import plot_confusion, save_image_grid
 from pyro_adgm.training import TrainConfig, Trainer, TrainingData, resolve_device
 
@@ -83,6 +83,24 @@ def build_training_data(dataset: PreparedDataset, task: str, labels_per_class: i
 
 
 # training
+
+
+def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "prior") -> dict:
+    """The :class:`ADGM` keyword arguments that set p(y) and the weights of the labelled images.
+
+    class_prior: ``"uniform"`` (fixed) or ``"learned"`` (from the unlabelled images); None picks ``"learned"``
+    for the ADGM and ``"uniform"`` for the supervised baseline, which has no unlabelled term to learn it from.
+    label_weights: ``"prior"`` multiplies each labelled image's classification term by K * p(y) (every weight
+    is 1 under a uniform p(y)); ``"equal"`` leaves it as in the paper. BENCHMARKS.md, "Labelled images weighted
+    by the learned class prior", has the figures behind these defaults.
+    """
+    if class_prior is None:
+        class_prior = "learned" if method == "adgm" else "uniform"
+    if class_prior not in CLASS_PRIORS:
+        raise InputError(f"class prior: expected one of {', '.join(CLASS_PRIORS)}, got {class_prior!r}")
+    if label_weights not in LABEL_WEIGHTS:
+        raise InputError(f"label weights: expected one of {', '.join(LABEL_WEIGHTS)}, got {label_weights!r}")
+    return {"learn_class_prior": class_prior == "learned", "prior_weighted_labels": label_weights == "prior"}
 
 
 def default_run_dir(config: TrainConfig) -> Path:

@@ -89,6 +89,14 @@ def test_bad_class_names_the_classes(run_dir):
                           "class 'abnormal'", "normal, opacity, not-normal")  # fmt: skip
 
 
+def test_adgm_defaults_to_a_learned_prior_and_prior_weighted_labels(run_dir):
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["learn_class_prior"] is True and config["model"]["prior_weighted_labels"] is True
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        prior = [float(p) for p in next(csv.DictReader(handle))["class_prior"].split()]
+    assert len(prior) == 3 and sum(prior) == pytest.approx(1, abs=1e-3) and len(set(prior)) > 1  # it was trained
+
+
 def test_too_many_labels_names_class_and_count(tmp_path):
     result = invoke("train", "--task", "2class", "--labels", "1000", "--out", tmp_path / "r", *FAST)
     assert_one_line_error(result, "1000 asked", "training images")
@@ -107,6 +115,8 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["train", *FAST, "--device", "cuda:7"], ["CUDA is not available"]),
         (["train", *FAST, "--device", "gpu"], ["device 'gpu'", "auto, cpu, cuda"]),
         (["train", *FAST, "--image-size", "300"], ["--image-size"]),
+        (["train", *FAST, "--labels", "5", "--method", "supervised", "--class-prior", "learned"], ["supervised", "learned p(y)"]),
+        (["train", *FAST, "--label-weights", "heavy"], ["--label-weights"]),
     ],
 )
 def test_bad_options_end_with_one_line(args, fragments, tmp_path, monkeypatch):

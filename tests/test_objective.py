@@ -79,6 +79,28 @@ def test_labelled_loss_is_bound_plus_alpha_term(alpha):
     assert loss == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("learn_class_prior", [True, False])
+def test_prior_weighted_labels_weigh_each_classification_term_by_k_pi_y(learn_class_prior):
+    prior = [0.6, 0.3, 0.1]
+    model = small_model(3, class_prior=prior, learn_class_prior=learn_class_prior, prior_weighted_labels=True)
+    x = torch.rand(5, 1, 28, 28, dtype=torch.double)
+    y = torch.tensor([0, 2, 1, 1, 0])
+    loss = pyro_loss(model, x, y, data_size=20, alpha=7.5)
+    bound, log_q_y = oracle_terms(model, x, y)
+    weights = 3 * torch.tensor(prior, dtype=torch.double)[y]  # 1.8, 0.3, 0.9, 0.9, 1.8
+    cross_entropy = -log_q_y.gather(1, y[:, None]).squeeze(1)
+    expected = (-bound + 7.5 * weights * cross_entropy).sum() * 20 / 5
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    unweighted = (-bound + 7.5 * cross_entropy).sum() * 20 / 5
+    assert abs(expected.item() - unweighted.item()) > 1e-3 * abs(unweighted.item())  # the weights change the loss
+    if learn_class_prior:  # the weights are constants: the labelled term still sends p(y) no gradient
+        pyro.set_rng_seed(123)
+        labelled = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x, y,
+                                                                           data_size=20, alpha=7.5)  # fmt: skip
+        (grad,) = torch.autograd.grad(labelled, model.class_prior_logits, allow_unused=True)
+        assert grad is None or torch.count_nonzero(grad) == 0
+
+
 @pytest.mark.parametrize("labelled", [True, False])
 def test_kl_weight_scales_and_zero_removes_kl_terms(labelled):
     model = small_model(2)

@@ -11,7 +11,7 @@ from conftest import SMALL_MODEL
 
 from data_tools.errors import InputError
 from pyro_adgm.checkpoint import load_checkpoint
-from pyro_adgm.runs import load_model, prepare_trainer, resume, train
+from pyro_adgm.runs import load_model, model_options_for, prepare_trainer, resume, train
 from pyro_adgm.training import TrainConfig, TrainingDiverged, kl_warmup_weight, lr_factor
 
 TINY_DEMO = {"n_images": 150, "image_size": 28, "seed": 3}
@@ -139,7 +139,8 @@ def test_more_labels_than_a_class_has_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_main_job_on_demo_data_beats_chance(tmp_path):
     """The README's main job: `pyro-adgm train --task 2class --labels 50 --epochs 4` on the demo phantoms."""
-    report, _ = train(TrainConfig(task="2class", labels_per_class=50, epochs=4, device="cpu"), run_dir=tmp_path / "run")
+    report, _ = train(TrainConfig(task="2class", labels_per_class=50, epochs=4, device="cpu"), run_dir=tmp_path / "run",
+                      model_options=model_options_for("adgm"))  # the command line's defaults
     counts = [sum(row) for row in report["confusion_matrix"]]
     majority_rate = max(counts) / sum(counts)
     assert report["roc_auc"] > 0.8
@@ -198,6 +199,16 @@ def test_labelled_batch_is_scaled_as_the_weighting_says(tmp_path, weighting, exp
     assert len(seen) == trainer.steps_per_epoch
     assert {k["labelled_size"] for k in seen} == {sizes[expected]}
     assert {k["unlabelled_size"] for k in seen} == {sizes["unlabelled"]}
+
+
+def test_model_options_default_to_a_learned_prior_for_the_adgm_and_a_uniform_one_for_the_baseline():
+    assert model_options_for("adgm") == {"learn_class_prior": True, "prior_weighted_labels": True}
+    assert model_options_for("supervised") == {"learn_class_prior": False, "prior_weighted_labels": True}
+    assert model_options_for("adgm", "uniform", "equal") == {"learn_class_prior": False, "prior_weighted_labels": False}
+    with pytest.raises(InputError, match="class prior: expected one of uniform, learned, got 'flat'"):
+        model_options_for("adgm", "flat")
+    with pytest.raises(InputError, match="label weights: expected one of prior, equal, got 'none'"):
+        model_options_for("adgm", label_weights="none")
 
 
 def test_unknown_labelled_weighting_is_a_clear_error(tmp_path):
