@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from pyro_adgm.augment import AugmentSettings, DeviceAugment
-from pyro_adgm.evaluation import to_float_images
+from pyro_adgm.evaluation import best_threshold_accuracy, to_float_images
 from pyro_adgm.runs import load_images, load_model, open_dataset, split_rows
 
 
@@ -53,14 +53,6 @@ def probabilities(model, x: torch.Tensor, transform, draws: int = 1, batch: int 
     with torch.no_grad():
         runs = [torch.cat([model.classify(transform(x[i : i + batch])) for i in range(0, len(x), batch)]) for _ in range(draws)]
     return torch.stack(runs).mean(0).numpy()
-
-
-def best_threshold_accuracy(p_last: np.ndarray, labels: np.ndarray) -> float:
-    """2 classes: the accuracy at the best cut of p(last class); reads the labels (an upper bound)."""
-    order = np.argsort(-p_last)
-    positives = np.concatenate([[0], np.cumsum(labels[order] == 1)])  # predicted positive: the first k
-    negatives_below = (labels == 0).sum() - np.concatenate([[0], np.cumsum(labels[order] == 0)])
-    return float(((positives + negatives_below) / len(labels)).max())
 
 
 def check(checkpoint: Path, split: str, repeats: int, seed: int) -> dict:

@@ -52,3 +52,21 @@ def classification_report(probs: np.ndarray, labels: np.ndarray, class_names: Se
         "roc_auc": auc,
         "class_names": list(class_names),
     }
+
+
+def adjust_to_class_shares(probs: np.ndarray, trained_prior: Sequence[float], shares: Sequence[float]) -> np.ndarray:
+    """Posteriors (N, K) re-weighted from the class shares a classifier was fitted to (``trained_prior``, K) to
+    other shares (K,): p'(y|x) ∝ p(y|x) * shares_y / trained_prior_y (Saerens et al. 2002), rows summing to 1.
+    For images whose classes occur in other proportions than during training, where those are known."""
+    ratio = np.asarray(shares, dtype=np.float64) / np.asarray(trained_prior, dtype=np.float64)
+    adjusted = np.asarray(probs, dtype=np.float64) * ratio
+    return adjusted / adjusted.sum(1, keepdims=True)
+
+
+def best_threshold_accuracy(p_last: np.ndarray, labels: np.ndarray) -> float:
+    """2 classes: the accuracy at the best cut of the score p(last class) (N,); reads the labels, so it is an
+    upper bound for diagnostics, never a way to choose a model."""
+    order = np.argsort(-p_last)
+    positives = np.concatenate([[0], np.cumsum(labels[order] == 1)])  # predicted positive: the first k
+    negatives_below = (labels == 0).sum() - np.concatenate([[0], np.cumsum(labels[order] == 0)])
+    return float(((positives + negatives_below) / len(labels)).max())

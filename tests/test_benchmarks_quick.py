@@ -77,14 +77,20 @@ def test_augment_mismatch_quick_reports_every_transform():
     assert sum(result["class_share"]) == pytest.approx(1.0)
 
 
-def test_augment_mismatch_helpers_are_exact():
-    import numpy as np
+def test_augment_mismatch_shift_moves_every_pixel_by_one():
     import torch
 
     module = load("augment_mismatch")
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
     shifted = module.shift_one_pixel(x)
     assert torch.equal(shifted[0, 0, 1:, 1:], x[0, 0, :3, :3]) and shifted[0, 0, 0].abs().sum() == 0
-    # scores 0.9, 0.8, 0.3, 0.2 for labels 1, 0, 1, 0: the best cut (after the first) gets 3 of 4 right
-    assert module.best_threshold_accuracy(np.array([0.9, 0.8, 0.3, 0.2]), np.array([1, 0, 1, 0])) == 0.75
-    assert module.best_threshold_accuracy(np.array([0.9, 0.8, 0.3, 0.2]), np.array([1, 1, 0, 0])) == 1.0
+
+
+def test_class_shift_quick_reports_each_split():
+    rows = load("class_shift").main(["--quick", "--splits", "train", "val", "--means"])
+    assert [r["split"] for r in rows] == ["train", "val"]
+    for r in rows:
+        assert sum(r["class_share"]) == pytest.approx(1.0) and sum(r["model_prior"]) == pytest.approx(1.0, abs=1e-5)
+        assert r["model_prior"] != [0.5, 0.5]  # the command line's default: a learned p(y)
+        assert r["best_threshold_accuracy"] >= r["accuracy"] - 1e-9
+        assert sum(map(sum, r["confusion_matrix"])) == r["n"]

@@ -1,0 +1,25 @@
+"""Evaluation helpers against hand-worked cases."""
+
+import numpy as np
+import pytest
+
+from pyro_adgm.evaluation import adjust_to_class_shares, best_threshold_accuracy
+
+
+def test_best_threshold_accuracy_finds_the_best_cut():
+    # scores 0.9, 0.8, 0.3, 0.2 for labels 1, 0, 1, 0: the best cut (after the first) gets 3 of 4 right
+    assert best_threshold_accuracy(np.array([0.9, 0.8, 0.3, 0.2]), np.array([1, 0, 1, 0])) == 0.75
+    assert best_threshold_accuracy(np.array([0.9, 0.8, 0.3, 0.2]), np.array([1, 1, 0, 0])) == 1.0
+
+
+def test_adjust_to_class_shares_reweights_by_the_ratio_of_shares():
+    probs = np.array([[0.5, 0.5], [0.8, 0.2], [0.1, 0.9]])
+    adjusted = adjust_to_class_shares(probs, trained_prior=[0.5, 0.5], shares=[0.25, 0.75])
+    # (0.5 * 0.5, 0.5 * 1.5) -> (0.25, 0.75); (0.8 * 0.5, 0.2 * 1.5) = (0.4, 0.3) -> (4/7, 3/7)
+    np.testing.assert_allclose(adjusted[0], [0.25, 0.75])
+    np.testing.assert_allclose(adjusted[1], [4 / 7, 3 / 7])
+    np.testing.assert_allclose(adjusted.sum(1), 1.0)
+    # the same shares as in training change nothing
+    np.testing.assert_allclose(adjust_to_class_shares(probs, [0.3, 0.7], [0.3, 0.7]), probs)
+    assert adjusted[1].argmax() == 0 and adjust_to_class_shares(probs, [0.5, 0.5], [0.1, 0.9])[1].argmax() == 1
+    assert adjusted.shape == probs.shape and pytest.approx(1.0) == adjusted[2].sum()
