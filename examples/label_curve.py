@@ -24,6 +24,7 @@ import torch
 
 from pyro_adgm.checkpoint import atomic_write_text
 from pyro_adgm.label_curve import format_summary, plot_label_curve, run_label_curve, summarise, write_rows
+from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,6 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=["adgm", "supervised"], choices=["adgm", "supervised"])
     parser.add_argument("--epochs", type=int, default=None, help="per run (default: the paper's for the task)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--class-prior", choices=CLASS_PRIORS, default=None,
+                        help="p(y) (default: learned for the ADGM, uniform for the supervised baseline)")
+    parser.add_argument("--label-weights", choices=LABEL_WEIGHTS, default="prior",
+                        help="prior: each labelled image's classification term times K * p(y); equal: the paper's")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=Path("runs/label-curve"))
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     options = dict(data=args.data, task=args.task, epochs=args.epochs, out_dir=args.out,
+                   class_prior=args.class_prior, label_weights=args.label_weights,
                    config_overrides={"batch_size": args.batch_size, "device": args.device})  # fmt: skip
     labels, seeds = args.labels, args.seeds
     if args.quick:
