@@ -116,6 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--a-dim", type=int, default=100, help="size of the auxiliary variable a")
     parser.add_argument("--z-dim", type=int, default=100, help="size of the latent variable z")
     parser.add_argument("--no-batch-norm", action="store_true", help="no batch norm in the networks' first layer")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[500, 500], help="widths of each MLP's hidden layers")
     parser.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up 0 -> 1 over this many epochs")
     parser.add_argument("--seed", type=int, default=0, help="seeds the labelled subset and the training")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
         model, epochs = build_model(a_dim=8, z_dim=8, hidden=(64, 64), batch_norm=not args.no_batch_norm), 1
     else:
         data = mnist_training_data(images, labels, args.labels_per_class, seed=args.seed)
-        model, epochs = build_model(a_dim=args.a_dim, z_dim=args.z_dim, batch_norm=not args.no_batch_norm), args.epochs
+        model = build_model(a_dim=args.a_dim, z_dim=args.z_dim, hidden=tuple(args.hidden), batch_norm=not args.no_batch_norm)
+        epochs = args.epochs
     config = training_config(args, epochs)
     resume = args.resume and (args.out / "last.pt").exists()
     if not resume and (args.out / "last.pt").exists():
