@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from pyro_adgm.augment import AugmentSettings, DeviceAugment
 from pyro_adgm.evaluation import best_threshold_accuracy, to_float_images
-from pyro_adgm.runs import load_images, load_model, open_dataset, split_rows
+from pyro_adgm.runs import checkpoint_split, load_model
 
 
 def shift_one_pixel(x: torch.Tensor) -> torch.Tensor:
@@ -57,11 +57,8 @@ def probabilities(model, x: torch.Tensor, transform, draws: int = 1, batch: int 
 
 def check(checkpoint: Path, split: str, repeats: int, seed: int) -> dict:
     model, state = load_model(checkpoint, "cpu")
-    dataset = open_dataset(state["data"]["data"], state["data"].get("demo"))
-    labels, class_names = dataset.task_labels(state["train_config"]["task"])
-    rows = split_rows(dataset, labels, split)
-    x = to_float_images(load_images(dataset, rows, model.image_size))
-    y = labels[rows]
+    images, y, class_names, _ = checkpoint_split(state, split, model.image_size)
+    x = to_float_images(images)
     result = {"checkpoint": str(checkpoint), "split": split, "n": len(y), "class_names": list(class_names),
               "class_share": [float((y == k).mean()) for k in range(len(class_names))], "rows": []}  # fmt: skip
     for name, (transform, draws) in transforms(repeats).items():

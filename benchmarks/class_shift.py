@@ -23,22 +23,17 @@ import tempfile
 from pathlib import Path
 
 from pyro_adgm.evaluation import adjust_to_class_shares, best_threshold_accuracy, classification_report, predict_proba
-from pyro_adgm.runs import load_images, load_model, open_dataset, split_rows
+from pyro_adgm.runs import checkpoint_split, load_model
 
 
 def check(checkpoint: Path, splits: list[str]) -> list[dict]:
     """One row per split: shares, the model's prior, accuracy as predicted and re-weighted, ROC AUC, best cut."""
     model, state = load_model(checkpoint, "cpu")
-    dataset = open_dataset(state["data"]["data"], state["data"].get("demo"))
-    labels, class_names = dataset.task_labels(state["train_config"]["task"])
     prior = model.prior_probs().detach().double().numpy()
     rows = []
     for split in splits:
-        index = split_rows(dataset, labels, split)
-        if len(index) == 0:
-            continue
-        y = labels[index]
-        probs = predict_proba(model, load_images(dataset, index, model.image_size))
+        images, y, class_names, _ = checkpoint_split(state, split, model.image_size)
+        probs = predict_proba(model, images)
         shares = [float((y == k).mean()) for k in range(len(class_names))]
         report = classification_report(probs, y, class_names)
         adjusted = adjust_to_class_shares(probs, prior, [max(s, 1e-6) for s in shares])

@@ -197,14 +197,11 @@ def class_index(state: dict, class_name: str, checkpoint: str | Path) -> int:
     return names.index(class_name)
 
 
-def evaluate(checkpoint: str | Path, *, data: str | Path | None = None, split: str = "val",
-             out_dir: str | Path | None = None, device: str = "auto", model: ADGM | None = None) -> dict:  # fmt: skip
-    """Accuracy, per-class accuracy, confusion matrix and ROC AUC of a checkpoint on a split.
-
-    ``data`` defaults to the data the checkpoint was trained on. Writes ``evaluation-SPLIT.json`` and
-    ``confusion-SPLIT.png`` to ``out_dir`` (default: the checkpoint's folder).
-    """
-    model, state = load_model(checkpoint, device, model=model)
+def checkpoint_split(state: dict, split: str, image_size: int, *,
+                     data: str | Path | None = None) -> tuple[torch.Tensor, np.ndarray, list[str], str]:  # fmt: skip
+    """A split of the data a checkpoint (``state``, from :func:`load_model`) was trained on, or of ``data``:
+    uint8 images (n, S, S) at ``image_size``, labels (n,) of the checkpoint's task, its class names and the
+    dataset's name. A dataset whose task has other classes, or an empty split, is an :class:`InputError`."""
     description = state.get("data", {})
     dataset = open_dataset(data, None) if data is not None else open_dataset(description.get("data"), description.get("demo"))
     task = state["train_config"]["task"]
@@ -214,9 +211,21 @@ def evaluate(checkpoint: str | Path, *, data: str | Path | None = None, split: s
     rows = split_rows(dataset, labels, split)
     if len(rows) == 0:
         raise InputError(f"{dataset.name}: the {split!r} split holds no images")
-    probs = predict_proba(model, load_images(dataset, rows, model.image_size), device=next(model.parameters()).device)
-    report = classification_report(probs, labels[rows], class_names)
-    report.update(split=split, checkpoint=str(checkpoint), data=dataset.name)
+    return load_images(dataset, rows, image_size), labels[rows], list(class_names), dataset.name
+
+
+def evaluate(checkpoint: str | Path, *, data: str | Path | None = None, split: str = "val",
+             out_dir: str | Path | None = None, device: str = "auto", model: ADGM | None = None) -> dict:  # fmt: skip
+    """Accuracy, per-class accuracy, confusion matrix and ROC AUC of a checkpoint on a split.
+
+    ``data`` defaults to the data the checkpoint was trained on. Writes ``evaluation-SPLIT.json`` and
+    ``confusion-SPLIT.png`` to ``out_dir`` (default: the checkpoint's folder).
+    """
+    model, state = load_model(checkpoint, device, model=model)
+    images, labels, class_names, name = checkpoint_split(state, split, model.image_size, data=data)
+    probs = predict_proba(model, images, device=next(model.parameters()).device)
+    report = classification_report(probs, labels, class_names)
+    report.update(split=split, checkpoint=str(checkpoint), data=name)
     out_dir = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
     atomic_write_json(out_dir / f"evaluation-{split}.json", report)
     plot_confusion(report["confusion_matrix"], class_names, out_dir / f"confusion-{split}.png",
