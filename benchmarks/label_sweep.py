@@ -91,6 +91,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--warmup-epochs", type=float, default=8.0, help="KL and unlabelled-term warm-up")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--labelled-weighting", choices=("balanced", "bound"), default=TrainConfig.labelled_weighting)
+    parser.add_argument("--beta", type=float, default=TrainConfig.beta,
+                        help="weight of the classification term, alpha = beta * (N_l + N_u) / N_l")
     parser.add_argument("--weight-average-decay", type=float, default=TrainConfig.weight_average_decay,
                         help="per-step decay of the evaluated weight average (0: the raw weights)")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainConfig.lr_schedule)
@@ -109,11 +111,11 @@ def main(argv=None) -> list[dict]:
         parser.error("--class-prior learned is an ADGM setting (the supervised baseline has no p(y)): add --methods adgm")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {args.class_prior} ' if args.class_prior else ''}--label-weights {args.label_weights} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {args.class_prior} ' if args.class_prior else ''}--label-weights {args.label_weights} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
                  "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting,
-                 "lr_schedule": args.lr_schedule, "augment_probability": args.augment_probability}
+                 "beta": args.beta, "lr_schedule": args.lr_schedule, "augment_probability": args.augment_probability}
     if args.quick:
         data, demo = None, {"n_images": 150, "image_size": 28, "seed": 0}
         args.labels, args.seeds, args.epochs = [3], [0], 1

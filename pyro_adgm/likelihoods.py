@@ -40,4 +40,16 @@ class BernoulliLikelihood:
         return torch.sigmoid(raw)
 
 
-LIKELIHOODS = {"gaussian": GaussianLikelihood, "bernoulli": BernoulliLikelihood}
+class GreyBernoulliLikelihood(BernoulliLikelihood):
+    """Bernoulli log-probability (binary cross-entropy) of grey levels x in [0, 1], from logits (..., C, S, S).
+
+    For x strictly between 0 and 1 this is not a normalised density, but it is the objective of many M2
+    implementations (Pyro's SS-VAE tutorial among them) on MNIST's grey levels, trained without binarising.
+    Draws from it are binary; :meth:`mean` gives the grey-level image.
+    """
+
+    def __call__(self, raw: torch.Tensor) -> dist.Distribution:
+        return dist.Bernoulli(logits=raw, validate_args=False).to_event(3)
+
+
+LIKELIHOODS = {"gaussian": GaussianLikelihood, "bernoulli": BernoulliLikelihood, "bernoulli-grey": GreyBernoulliLikelihood}

@@ -74,7 +74,8 @@ class ADGM(nn.Module):
         dropout: dropout probability after each conv/dense layer.
         batch_norm: batch norm after the first layer of the MLP networks that read x (``"mlp"`` only; the
             convolutional networks always have it).
-        likelihood: ``"gaussian"`` or ``"bernoulli"`` for p(x|z,y).
+        likelihood: ``"gaussian"``, ``"bernoulli"`` (binary x) or ``"bernoulli-grey"`` (the Bernoulli
+            cross-entropy of grey levels in [0, 1]) for p(x|z,y).
         class_prior: pi (K,), uniform by default; with ``learn_class_prior`` the starting value.
         learn_class_prior: learn pi by maximising the bound (empirical Bayes): softmax of a parameter
             ``class_prior_logits`` (K,), which only the unlabelled term trains (the labelled images are drawn N

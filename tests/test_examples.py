@@ -68,6 +68,14 @@ def test_mnist_networks_are_the_papers_and_batch_norm_is_optional():
     assert plain.config["batch_norm"] is False and plain.config["custom_networks"] == []  # loads from its config
 
 
+def test_mnist_pixels_option_sets_likelihood_and_binarising():
+    example = load_example("mnist_100_labels")
+    for pixels, likelihood, binarize in (("binarised", "bernoulli", True), ("grey", "bernoulli-grey", False)):
+        args = example.parse_args(["--pixels", pixels])
+        assert example.build_model(a_dim=4, z_dim=4, hidden=(8,), pixels=pixels).config["likelihood"] == likelihood
+        assert example.training_config(args, epochs=1).binarize is binarize
+
+
 def test_custom_encoder_quick(tmp_path):
     report = load_example("custom_encoder").main(["--quick", "--device", "cpu", "--out", str(tmp_path / "run")])
     assert 0.0 <= report["accuracy"] <= 1.0

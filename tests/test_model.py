@@ -9,6 +9,8 @@ from pyro import poutine
 from pyro_adgm.layers import GroupedBatchNorm2d, conv_geometry
 from pyro_adgm.model import ADGM
 
+MLP_SIZES = {"a_dim": 4, "z_dim": 4, "hidden": (16,)}
+
 
 @pytest.mark.parametrize("num_classes", [2, 3])
 @pytest.mark.parametrize("image_size", [28, 64])
@@ -88,6 +90,17 @@ def test_gaussian_scale_can_go_far_below_one():
     model = ADGM(num_classes=2, image_size=28, **SMALL_MODEL)
     raw = torch.full((1, 2, 28, 28), -20.0)
     assert model.likelihood(raw).base_dist.scale.max() < 1e-2
+
+
+def test_grey_bernoulli_is_the_cross_entropy_of_grey_levels_and_bernoulli_rejects_them():
+    raw, x = torch.randn(3, 1, 4, 4), torch.rand(3, 1, 4, 4)
+    grey = ADGM(num_classes=2, image_size=28, architecture="mlp", likelihood="bernoulli-grey", **MLP_SIZES).likelihood
+    expected = -torch.nn.functional.binary_cross_entropy_with_logits(raw, x, reduction="none").sum((1, 2, 3))
+    torch.testing.assert_close(grey(raw).log_prob(x), expected)
+    binary = ADGM(num_classes=2, image_size=28, architecture="mlp", likelihood="bernoulli", **MLP_SIZES).likelihood
+    with pytest.raises(ValueError):
+        binary(raw).log_prob(x)  # grey levels are not a Bernoulli's support
+    torch.testing.assert_close(binary(raw).log_prob(x.round()), grey(raw).log_prob(x.round()))
 
 
 def test_swapped_network_is_used():
