@@ -54,10 +54,14 @@ def classification_report(probs: np.ndarray, labels: np.ndarray, class_names: Se
     }
 
 
-def adjust_to_class_shares(probs: np.ndarray, trained_prior: Sequence[float], shares: Sequence[float]) -> np.ndarray:
-    """Posteriors (N, K) re-weighted from the class shares a classifier was fitted to (``trained_prior``, K) to
-    other shares (K,): p'(y|x) ∝ p(y|x) * shares_y / trained_prior_y (Saerens et al. 2002), rows summing to 1.
-    For images whose classes occur in other proportions than during training, where those are known."""
+def adjust_to_class_shares(probs: np.ndarray, trained_prior: Sequence[float] | torch.Tensor,
+                           shares: Sequence[float]) -> np.ndarray:  # fmt: skip
+    """Posteriors (N, K) re-weighted from the class shares a classifier was fitted to (``trained_prior``, K; a
+    tensor such as ``model.prior_probs()`` is fine, on any device) to other shares (K,):
+    p'(y|x) ∝ p(y|x) * shares_y / trained_prior_y (Saerens et al. 2002), rows summing to 1. For images whose
+    classes occur in other proportions than during training, where those are known."""
+    if isinstance(trained_prior, torch.Tensor):
+        trained_prior = trained_prior.detach().cpu().numpy()
     ratio = np.asarray(shares, dtype=np.float64) / np.asarray(trained_prior, dtype=np.float64)
     adjusted = np.asarray(probs, dtype=np.float64) * ratio
     return adjusted / adjusted.sum(1, keepdims=True)

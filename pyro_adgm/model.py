@@ -66,7 +66,7 @@ class ADGM(nn.Module):
 
     Keyword arguments:
         num_classes: K.
-        image_size: S, square images (B, C, S, S); 28 to 256 for the convolutional networks.
+        image_size: S, square images (B, C, S, S); up to 256 for the convolutional networks.
         a_dim, z_dim: sizes of the auxiliary and latent variables.
         architecture: ``"conv"`` (the chest X-ray networks) or ``"mlp"`` (the ADGM paper's MNIST networks).
         channels: widths of the stride-2 conv layers (as many are used as the image size needs).

@@ -134,8 +134,11 @@ def prepare_trainer(config: TrainConfig, *, data: str | Path | None = None, demo
 def train(config: TrainConfig, **kwargs) -> tuple[dict, Path]:
     """Train a new run; returns the validation report of the best checkpoint and the run directory.
 
-    Keyword arguments as :func:`prepare_trainer`. A run directory that already holds a run is refused.
+    Keyword arguments as :func:`prepare_trainer`; ``model_options`` go over the command line's p(y) settings
+    for ``config.method`` (:func:`model_options_for`), so that ``train(config)`` builds the model that
+    ``pyro-adgm train`` builds. A run directory that already holds a run is refused.
     """
+    kwargs["model_options"] = {**model_options_for(config.method), **(kwargs.get("model_options") or {})}
     run_dir = Path(kwargs.pop("run_dir", None) or default_run_dir(config))
     if (run_dir / "last.pt").exists():  # checked before any data is read
         raise InputError(f"{run_dir}: already holds a run; resume it or choose another run directory")

@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from pyro_adgm.evaluation import adjust_to_class_shares, best_threshold_accuracy
+from pyro_adgm.model import ADGM
 
 
 def test_best_threshold_accuracy_finds_the_best_cut():
@@ -23,3 +25,14 @@ def test_adjust_to_class_shares_reweights_by_the_ratio_of_shares():
     np.testing.assert_allclose(adjust_to_class_shares(probs, [0.3, 0.7], [0.3, 0.7]), probs)
     assert adjusted[1].argmax() == 0 and adjust_to_class_shares(probs, [0.5, 0.5], [0.1, 0.9])[1].argmax() == 1
     assert adjusted.shape == probs.shape and pytest.approx(1.0) == adjusted[2].sum()
+
+
+def test_adjust_to_class_shares_takes_a_learned_prior_straight_from_the_model():
+    model = ADGM(num_classes=2, image_size=28, architecture="mlp", a_dim=4, z_dim=4, hidden=(8,), learn_class_prior=True)
+    with torch.no_grad():
+        model.class_prior_logits.copy_(torch.tensor([0.25, 0.75]).log())
+    prior = model.prior_probs()
+    assert prior.requires_grad  # a parameter's softmax: np.asarray alone would refuse it
+    probs = np.array([[0.8, 0.2]])
+    # ratios (0.5 / 0.25, 0.5 / 0.75) = (2, 2/3): (1.6, 2/15) -> (12/13, 1/13)
+    np.testing.assert_allclose(adjust_to_class_shares(probs, prior, [0.5, 0.5]), [[12 / 13, 1 / 13]], rtol=1e-6)

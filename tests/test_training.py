@@ -50,6 +50,10 @@ def test_run_directory_holds_every_artefact(tmp_path):
     assert sum(map(sum, saved["confusion_matrix"])) == saved["n"]
     state = load_checkpoint(run_dir / "last.pt")  # weights_only=True inside
     assert state["epoch"] == 2 and state["class_names"] == ["normal", "opacity", "not-normal"]
+    # train() builds what `pyro-adgm train` builds: the method's p(y) settings under the given options
+    model_config = json.loads((run_dir / "config.json").read_text())["model"]
+    assert model_config["learn_class_prior"] is True and model_config["prior_weighted_labels"] is True
+    assert model_config["a_dim"] == SMALL_MODEL["a_dim"]
 
 
 def test_resume_continues_exactly(tmp_path):
