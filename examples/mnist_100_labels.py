@@ -84,13 +84,14 @@ def mnist_training_data(images: torch.Tensor, labels: torch.Tensor, labels_per_c
 
 
 def build_model(*, a_dim: int = 100, z_dim: int = 100, hidden: tuple[int, ...] = (500, 500), batch_norm: bool = True,
-                pixels: str = "binarised") -> ADGM:  # fmt: skip
+                pixels: str = "binarised", variant: str = "adgm") -> ADGM:  # fmt: skip
     """The paper's MNIST networks: MLPs (two hidden layers of 500), Bernoulli p(x|z,y), no dropout; batch norm
     after the first layer of the networks that read x unless ``batch_norm`` is False. ``pixels="grey"``: the
-    Bernoulli cross-entropy of grey levels (``likelihood="bernoulli-grey"``) instead of binarised pixels."""
+    Bernoulli cross-entropy of grey levels (``likelihood="bernoulli-grey"``) instead of binarised pixels.
+    ``variant="sdgm"``: the paper's skip-connected model, p(a|z,y) p(x|a,z,y)."""
     likelihood = {"binarised": "bernoulli", "grey": "bernoulli-grey"}[pixels]
     return ADGM(num_classes=10, image_size=28, architecture="mlp", likelihood=likelihood, a_dim=a_dim, z_dim=z_dim,
-                hidden=hidden, dropout=0.0, batch_norm=batch_norm)  # fmt: skip
+                hidden=hidden, dropout=0.0, batch_norm=batch_norm, variant=variant)  # fmt: skip
 
 
 def training_config(args: argparse.Namespace, epochs: int) -> TrainConfig:
@@ -126,6 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pixels", choices=("binarised", "grey"), default="binarised",
                         help="binarised: x ~ Bernoulli(grey level) at every step (the paper's); grey: the Bernoulli "
                              "cross-entropy of the grey levels themselves (as in Pyro's SS-VAE tutorial)")
+    parser.add_argument("--variant", choices=("adgm", "sdgm"), default="adgm",
+                        help="adgm: p(x|z,y) p(a|z,y,x); sdgm: the skip-connected p(a|z,y) p(x|a,z,y) (same guide)")
     parser.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up 0 -> 1 over this many epochs")
     parser.add_argument("--seed", type=int, default=0, help="seeds the labelled subset and the training")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -148,11 +151,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         data = mnist_training_data(images, labels, args.labels_per_class, seed=args.seed, train_size=1000, val_size=500)
         test_images, test_labels = test_images[:500], test_labels[:500]
-        model, epochs = build_model(a_dim=8, z_dim=8, hidden=(64, 64), batch_norm=not args.no_batch_norm, pixels=args.pixels), 1
+        model = build_model(a_dim=8, z_dim=8, hidden=(64, 64), batch_norm=not args.no_batch_norm, pixels=args.pixels,
+                            variant=args.variant)  # fmt: skip
+        epochs = 1
     else:
         data = mnist_training_data(images, labels, args.labels_per_class, seed=args.seed)
         model = build_model(a_dim=args.a_dim, z_dim=args.z_dim, hidden=tuple(args.hidden), batch_norm=not args.no_batch_norm,
-                            pixels=args.pixels)  # fmt: skip
+                            pixels=args.pixels, variant=args.variant)  # fmt: skip
         epochs = args.epochs
     config = training_config(args, epochs)
     resume = args.resume and (args.out / "last.pt").exists()

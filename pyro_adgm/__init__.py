@@ -10,6 +10,7 @@ from pyro_adgm.model import ADGM, SharedNoiseNormal
 from pyro_adgm.networks import (
     CategoricalNet,
     ConvImageDecoder,
+    GaussianHead,
     GaussianNet,
     MLPImageDecoder,
     MLPTrunk,
@@ -21,7 +22,7 @@ from pyro_adgm.training import TrainConfig, Trainer, TrainingData, TrainingDiver
 
 __all__ = [
     "ADGM", "AugmentSettings", "BernoulliLikelihood", "CategoricalNet", "ConvImageDecoder", "ConvTrunk",
-    "DeviceAugment", "GaussianLikelihood", "GaussianNet", "MLPImageDecoder", "MLPTrunk", "SharedNoiseNormal",
+    "DeviceAugment", "GaussianHead", "GaussianLikelihood", "GaussianNet", "MLPImageDecoder", "MLPTrunk", "SharedNoiseNormal",
     "Trainer", "TrainConfig", "TrainingData", "TrainingDiverged", "conv_networks", "evaluate", "load_model",
     "make_augment", "mlp_networks", "predict", "prepare_trainer", "resume", "sample", "train",
 ]  # fmt: skip

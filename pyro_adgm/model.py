@@ -1,7 +1,8 @@
 """The Auxiliary Deep Generative Model (Maaløe et al. 2016) as a Pyro model and guide.
 
 Generative model:  p(z) p(y) p(x|z,y) p(a|z,y,x), with p(z) = N(0, I), p(y) = Cat(pi), p(x|z,y) from a
-likelihood (Gaussian by default) and p(a|z,y,x) Gaussian.
+likelihood (Gaussian by default) and p(a|z,y,x) Gaussian; or, with ``variant="sdgm"``, the paper's
+skip-connected model p(z) p(y) p(a|z,y) p(x|a,z,y), in which a is a second latent layer that x is drawn from.
 Inference model:   q(a|x) q(y|a,x) q(z|a,y,x), all Gaussian but q(y|a,x), which is categorical and is summed
 out exactly (parallel enumeration under ``TraceEnum_ELBO``) when y is not observed.
 
@@ -30,7 +31,7 @@ from pyro.contrib.autoname import scope
 from torch import nn
 
 from pyro_adgm.likelihoods import LIKELIHOODS
-from pyro_adgm.networks import conv_networks, mlp_networks
+from pyro_adgm.networks import VARIANTS, conv_networks, mlp_networks
 
 NETWORK_NAMES = ("aux_encoder", "classifier", "latent_encoder", "aux_decoder", "image_decoder")
 CLASS_PRIORS = ("uniform", "learned")  # p(y): fixed (uniform unless class_prior is given), or learned
@@ -87,6 +88,9 @@ class ADGM(nn.Module):
             q(y|a,x) to equal class shares; weighted, it fits the shares of p(y) (the label-shift correction
             of Saerens et al. 2002), which agrees with what the unlabelled term asks. Every weight is 1 under a
             fixed uniform pi; meant for ``learn_class_prior`` (or a known, non-uniform ``class_prior``).
+        variant: ``"adgm"`` (the generative model above) or ``"sdgm"``, the skip-connected deep generative model
+            of the same paper: p(a|z,y) p(x|a,z,y), same guide. Its default ``aux_decoder`` reads only (z, y)
+            and its ``image_decoder`` takes a as well (see :mod:`pyro_adgm.networks`).
         in_channels: C.
         networks: replacements for any of ``aux_encoder``, ``classifier``, ``latent_encoder``,
             ``aux_decoder``, ``image_decoder`` (see :mod:`pyro_adgm.networks` for their interfaces).
@@ -109,6 +113,7 @@ class ADGM(nn.Module):
         learn_class_prior: bool = False,
         prior_weighted_labels: bool = False,
         in_channels: int = 1,
+        variant: str = "adgm",
         networks: dict[str, nn.Module] | None = None,
         pyro_name: str = "adgm",
     ):
@@ -119,6 +124,8 @@ class ADGM(nn.Module):
             raise ValueError(f"likelihood: expected one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
         if architecture not in ("conv", "mlp"):
             raise ValueError(f"architecture: expected 'conv' or 'mlp', got {architecture!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
         if not batch_norm and architecture == "conv":
             raise ValueError("batch_norm: the convolutional networks always use batch norm; False needs architecture 'mlp'")
         networks = dict(networks or {})
@@ -127,6 +134,7 @@ class ADGM(nn.Module):
             raise ValueError(f"networks: unknown name(s) {sorted(unknown)}; expected some of {NETWORK_NAMES}")
         self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
         self.a_dim, self.z_dim = a_dim, z_dim
+        self.variant = variant
         self.likelihood = LIKELIHOODS[likelihood]()
         self.pyro_name = pyro_name
         hidden = tuple(hidden) if hidden is not None else ((256,) if architecture == "conv" else (500, 500))
@@ -134,13 +142,14 @@ class ADGM(nn.Module):
             "num_classes": num_classes, "image_size": image_size, "a_dim": a_dim, "z_dim": z_dim,
             "architecture": architecture, "channels": list(channels), "hidden": list(hidden), "dropout": dropout,
             "batch_norm": batch_norm,
-            "likelihood": likelihood, "in_channels": in_channels,
+            "likelihood": likelihood, "in_channels": in_channels, "variant": variant,
             "class_prior": list(class_prior) if class_prior is not None else None,
             "learn_class_prior": learn_class_prior, "prior_weighted_labels": prior_weighted_labels,
             "custom_networks": sorted(networks),
         }  # fmt: skip
         common = dict(image_size=image_size, num_classes=num_classes, a_dim=a_dim, z_dim=z_dim, in_channels=in_channels,
-                      out_channels=self.likelihood.params_per_channel * in_channels, hidden=hidden, dropout=dropout)  # fmt: skip
+                      out_channels=self.likelihood.params_per_channel * in_channels, hidden=hidden, dropout=dropout,
+                      variant=variant)  # fmt: skip
         missing = [name for name in NETWORK_NAMES if name not in networks]
         if missing:
             defaults = conv_networks(channels=channels, **common) if architecture == "conv" else mlp_networks(batch_norm=batch_norm, **common)
@@ -176,8 +185,8 @@ class ADGM(nn.Module):
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, *, data_size: int | None = None,
               kl_weight: float = 1.0, alpha: float = 0.0, plate_name: str = "data") -> None:  # fmt: skip
-        """p(z) p(y) p(x|z,y) p(a|z,y,x), plus ``alpha * log q(y|a,x)`` when y is observed (times K * pi_y with
-        ``prior_weighted_labels``).
+        """p(z) p(y) p(x|z,y) p(a|z,y,x) (SDGM: p(z) p(y) p(a|z,y) p(x|a,z,y)), plus ``alpha * log q(y|a,x)``
+        when y is observed (times K * pi_y with ``prior_weighted_labels``).
 
         x: (B, C, S, S) float in [0, 1]; y: (B,) int64 or None (unlabelled: y comes from the guide).
         data_size: N, the number of examples the batch stands for (plate scale N/B); None means B.
@@ -193,10 +202,16 @@ class ADGM(nn.Module):
                 prior = prior.detach()  # labels are drawn N per class: they do not inform pi
             prior = prior.expand(batch, self.num_classes)
             y_value = pyro.sample("y", dist.OneHotCategorical(probs=prior), obs=y_onehot)
-            pyro.sample("x", self.likelihood(self.image_decoder(z=z, y=y_value)), obs=x)
-            with kl_weighted(kl_weight):
-                a_loc, a_scale = self.aux_decoder(x, z=z, y=y_value)
-                a = pyro.sample("a", dist.Normal(a_loc, a_scale).to_event(1))
+            if self.variant == "sdgm":
+                with kl_weighted(kl_weight):
+                    a_loc, a_scale = self.aux_decoder(z=z, y=y_value)
+                    a = pyro.sample("a", dist.Normal(a_loc, a_scale).to_event(1))
+                pyro.sample("x", self.likelihood(self.image_decoder(z=z, y=y_value, a=a)), obs=x)
+            else:
+                pyro.sample("x", self.likelihood(self.image_decoder(z=z, y=y_value)), obs=x)
+                with kl_weighted(kl_weight):
+                    a_loc, a_scale = self.aux_decoder(x, z=z, y=y_value)
+                    a = pyro.sample("a", dist.Normal(a_loc, a_scale).to_event(1))
             if y_onehot is not None and alpha > 0:
                 log_q_y = (y_onehot * self.classifier(x, a=a).log_softmax(-1)).sum(-1)
                 if self.prior_weighted_labels:
@@ -271,12 +286,17 @@ class ADGM(nn.Module):
             return self.classifier(x, a=a).softmax(-1).mean(0)
 
     def generate(self, y: int | torch.Tensor, n: int = 16, *, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Images of class ``y``: the mean of p(x|z,y) for n draws z ~ p(z) (or the given z (n, Z));
-        (n, C, S, S) in [0, 1], eval mode."""
+        """Images of class ``y``: the mean of p(x|z,y) for n draws z ~ p(z) (or the given z (n, Z)); for the
+        SDGM the mean of p(x|a,z,y) with a ~ p(a|z,y). (n, C, S, S) in [0, 1], eval mode."""
         device = self.class_prior.device
         if z is None:
             z = torch.randn(n, self.z_dim, device=device, dtype=self.class_prior.dtype)
         n = z.shape[0]
         labels = torch.full((n,), int(y), device=device) if not torch.is_tensor(y) else y.to(device).expand(n)
+        z, y_onehot = z.to(device), self.one_hot(labels)
         with self.evaluating():
-            return self.likelihood.mean(self.image_decoder(z=z.to(device), y=self.one_hot(labels)))
+            if self.variant == "sdgm":
+                a_loc, a_scale = self.aux_decoder(z=z, y=y_onehot)
+                a = a_loc + a_scale * torch.randn_like(a_loc)
+                return self.likelihood.mean(self.image_decoder(z=z, y=y_onehot, a=a))
+            return self.likelihood.mean(self.image_decoder(z=z, y=y_onehot))

@@ -11,6 +11,10 @@ Interfaces (B batch, A/Z latent sizes, K classes, "..." enumeration dims that br
 - p(a|z,y,x)  ``aux_decoder(x, z=z, y=y) -> (loc, scale)``, each (..., B, A)
 - p(x|z,y)    ``image_decoder(z=z, y=y) -> raw likelihood parameters`` (..., B, P*C, S, S)
 
+The skip-connected variant (SDGM, ``ADGM(variant="sdgm")``) generates a before x: its p(a|z,y) is
+``aux_decoder(z=z, y=y)`` (no x) and its p(x|a,z,y) is ``image_decoder(z=z, y=y, a=a)``, with a (B, A) from the
+guide broadcast against z and y.
+
 x is (B, C, S, S) float in [0, 1]; y is one-hot float (..., B, K). Any module with these call signatures can
 replace a default one (a trunk only needs ``forward(x) -> (B, F)`` and an ``out_features`` attribute).
 """
@@ -75,6 +79,20 @@ class GaussianNet(XConditional):
         return loc, F.softplus(raw_scale) + self.min_scale
 
 
+class GaussianHead(nn.Module):
+    """A diagonal Gaussian over a ``dim``-vector from inputs that do not include x (the SDGM's p(a|z,y)):
+    ``forward(**inputs) -> (loc, scale)``, each (broadcast shape..., dim), scale = softplus(.) + ``min_scale``."""
+
+    def __init__(self, inputs: dict[str, int], dim: int, *, hidden: Sequence[int] = (256,), dropout: float = 0.2, min_scale: float = 1e-3):
+        super().__init__()
+        self.head = BroadcastHead(inputs, hidden, 2 * dim, dropout)
+        self.min_scale = min_scale
+
+    def forward(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.head(**inputs).chunk(2, dim=-1)
+        return loc, F.softplus(raw_scale) + self.min_scale
+
+
 class CategoricalNet(XConditional):
     """Logits over ``num_classes`` classes."""
 
@@ -85,39 +103,61 @@ class CategoricalNet(XConditional):
         return self.raw(x, **inputs)
 
 
-# p(x|z,y)
+# p(x|z,y), or the SDGM's p(x|a,z,y)
+
+
+def _decoder_inputs(z_dim: int, num_classes: int, a_dim: int) -> dict[str, int]:
+    return {"z": z_dim, "y": num_classes, **({"a": a_dim} if a_dim else {})}
+
+
+def _present(**inputs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    return {name: value for name, value in inputs.items() if value is not None}
 
 
 class ConvImageDecoder(nn.Module):
-    """(z, y) -> dense head -> transposed convolutions -> (..., B, out_channels, S, S)."""
+    """(z, y[, a]) -> dense head -> transposed convolutions -> (..., B, out_channels, S, S).
 
-    def __init__(self, image_size: int, out_channels: int, z_dim: int, num_classes: int, *, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2):
+    ``a_dim`` > 0 adds a (B, A) as an input (the SDGM's p(x|a,z,y)); 0 is the ADGM's p(x|z,y).
+    """
+
+    def __init__(self, image_size: int, out_channels: int, z_dim: int, num_classes: int, *, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2, a_dim: int = 0):
         super().__init__()
         self.body = DeconvStack(image_size, out_channels, channels, dropout)
-        self.head = BroadcastHead({"z": z_dim, "y": num_classes}, hidden, self.body.in_features, dropout)
+        self.head = BroadcastHead(_decoder_inputs(z_dim, num_classes, a_dim), hidden, self.body.in_features, dropout)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.body(F.relu(self.head(z=z, y=y)))
+    def forward(self, z: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
+        return self.body(F.relu(self.head(**_present(z=z, y=y, a=a))))
 
 
 class MLPImageDecoder(nn.Module):
-    """(z, y) -> dense layers -> (..., B, out_channels, S, S), as in the ADGM paper's MNIST model."""
+    """(z, y[, a]) -> dense layers -> (..., B, out_channels, S, S), as in the ADGM paper's MNIST model;
+    ``a_dim`` as in :class:`ConvImageDecoder`."""
 
-    def __init__(self, image_size: int, out_channels: int, z_dim: int, num_classes: int, *, hidden: Sequence[int] = (500, 500), dropout: float = 0.2):
+    def __init__(self, image_size: int, out_channels: int, z_dim: int, num_classes: int, *, hidden: Sequence[int] = (500, 500), dropout: float = 0.2, a_dim: int = 0):
         super().__init__()
         self.shape = (out_channels, image_size, image_size)
-        self.head = BroadcastHead({"z": z_dim, "y": num_classes}, hidden, out_channels * image_size**2, dropout)
+        self.head = BroadcastHead(_decoder_inputs(z_dim, num_classes, a_dim), hidden, out_channels * image_size**2, dropout)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.head(z=z, y=y)
+    def forward(self, z: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.head(**_present(z=z, y=y, a=a))
         return h.view(h.shape[:-1] + self.shape)
 
 
 # the default sets
 
+VARIANTS = ("adgm", "sdgm")  # p(x|z,y) p(a|z,y,x), or the skip-connected p(a|z,y) p(x|a,z,y)
 
-def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2) -> dict[str, nn.Module]:
-    """The five convolutional networks of the chest X-ray model, keyed by their ADGM attribute names."""
+
+def _check_variant(variant: str) -> bool:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
+    return variant == "sdgm"
+
+
+def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2, variant: str = "adgm") -> dict[str, nn.Module]:
+    """The five convolutional networks of the chest X-ray model, keyed by their ADGM attribute names
+    (``variant="sdgm"``: p(a|z,y) without a trunk, and a as an input of p(x|a,z,y))."""
+    skip = _check_variant(variant)
 
     def trunk() -> ConvTrunk:
         return ConvTrunk(image_size, in_channels, channels, dropout)
@@ -127,14 +167,17 @@ def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, 
         "aux_encoder": GaussianNet(trunk(), {}, a, hidden=hidden, dropout=dropout),
         "classifier": CategoricalNet(trunk(), {"a": a}, k, hidden=hidden, dropout=dropout),
         "latent_encoder": GaussianNet(trunk(), {"a": a, "y": k}, z, hidden=hidden, dropout=dropout),
-        "aux_decoder": GaussianNet(trunk(), {"z": z, "y": k}, a, hidden=hidden, dropout=dropout),
-        "image_decoder": ConvImageDecoder(image_size, out_channels, z, k, channels=channels, hidden=hidden, dropout=dropout),
-    }
+        "aux_decoder": (GaussianHead({"z": z, "y": k}, a, hidden=hidden, dropout=dropout) if skip
+                        else GaussianNet(trunk(), {"z": z, "y": k}, a, hidden=hidden, dropout=dropout)),
+        "image_decoder": ConvImageDecoder(image_size, out_channels, z, k, channels=channels, hidden=hidden, dropout=dropout,
+                                          a_dim=a if skip else 0),
+    }  # fmt: skip
 
 
-def mlp_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, hidden: Sequence[int] = (500, 500), dropout: float = 0.0, batch_norm: bool = True) -> dict[str, nn.Module]:
+def mlp_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, hidden: Sequence[int] = (500, 500), dropout: float = 0.0, batch_norm: bool = True, variant: str = "adgm") -> dict[str, nn.Module]:
     """MLP networks as in the ADGM paper (two hidden layers of 500 in each conditional); ``batch_norm``: batch
-    norm after the first (trunk) layer of the four networks that read x."""
+    norm after the first (trunk) layer of the networks that read x; ``variant`` as in :func:`conv_networks`."""
+    skip = _check_variant(variant)
     in_features = in_channels * image_size**2
     k, a, z = num_classes, a_dim, z_dim
 
@@ -146,6 +189,7 @@ def mlp_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, o
         "aux_encoder": GaussianNet(trunk(), {}, a, hidden=rest, dropout=dropout),
         "classifier": CategoricalNet(trunk(), {"a": a}, k, hidden=rest, dropout=dropout),
         "latent_encoder": GaussianNet(trunk(), {"a": a, "y": k}, z, hidden=rest, dropout=dropout),
-        "aux_decoder": GaussianNet(trunk(), {"z": z, "y": k}, a, hidden=rest, dropout=dropout),
-        "image_decoder": MLPImageDecoder(image_size, out_channels, z, k, hidden=hidden, dropout=dropout),
-    }
+        "aux_decoder": (GaussianHead({"z": z, "y": k}, a, hidden=hidden, dropout=dropout) if skip
+                        else GaussianNet(trunk(), {"z": z, "y": k}, a, hidden=rest, dropout=dropout)),
+        "image_decoder": MLPImageDecoder(image_size, out_channels, z, k, hidden=hidden, dropout=dropout, a_dim=a if skip else 0),
+    }  # fmt: skip

@@ -22,6 +22,7 @@ from data_tools.errors import InputError
 from pyro_adgm.checkpoint import atomic_write_json, load_checkpoint
 from pyro_adgm.evaluation import classification_report, predict_proba
 from pyro_adgm.model import ADGM, CLASS_PRIORS, LABEL_WEIGHTS
+from pyro_adgm.networks import VARIANTS
 from pyro_adgm.plots import plot_confusion, save_image_grid
 from pyro_adgm.training import TrainConfig, Trainer, TrainingData, resolve_device
 
@@ -85,22 +86,26 @@ def build_training_data(dataset: PreparedDataset, task: str, labels_per_class: i
 # training
 
 
-def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "prior") -> dict:
-    """The :class:`ADGM` keyword arguments that set p(y) and the weights of the labelled images.
+def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "prior", variant: str = "adgm") -> dict:
+    """The :class:`ADGM` keyword arguments that set p(y), the weights of the labelled images and the variant.
 
     class_prior: ``"uniform"`` (fixed) or ``"learned"`` (from the unlabelled images); None picks ``"learned"``
     for the ADGM and ``"uniform"`` for the supervised baseline, which has no unlabelled term to learn it from.
     label_weights: ``"prior"`` multiplies each labelled image's classification term by K * p(y) (every weight
     is 1 under a uniform p(y)); ``"equal"`` leaves it as in the paper. BENCHMARKS.md, "Labelled images weighted
     by the learned class prior", has the figures behind these defaults.
+    variant: ``"adgm"`` or ``"sdgm"`` (the skip-connected generative model; the supervised baseline trains only
+    q(a|x) and q(y|a,x), which both variants share).
     """
     if class_prior is None:
         class_prior = "learned" if method == "adgm" else "uniform"
+    if variant not in VARIANTS:
+        raise InputError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
     if class_prior not in CLASS_PRIORS:
         raise InputError(f"class prior: expected one of {', '.join(CLASS_PRIORS)}, got {class_prior!r}")
     if label_weights not in LABEL_WEIGHTS:
         raise InputError(f"label weights: expected one of {', '.join(LABEL_WEIGHTS)}, got {label_weights!r}")
-    return {"learn_class_prior": class_prior == "learned", "prior_weighted_labels": label_weights == "prior"}
+    return {"learn_class_prior": class_prior == "learned", "prior_weighted_labels": label_weights == "prior", "variant": variant}
 
 
 def default_run_dir(config: TrainConfig) -> Path:

@@ -97,6 +97,16 @@ def test_adgm_defaults_to_a_learned_prior_and_prior_weighted_labels(run_dir):
     assert len(prior) == 3 and sum(prior) == pytest.approx(1, abs=1e-3) and len(set(prior)) > 1  # it was trained
 
 
+def test_sdgm_variant_trains_and_samples(tmp_path):
+    out = tmp_path / "sdgm"
+    result = invoke("train", "--task", "2class", "--labels", "5", "--variant", "sdgm", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["model"]["variant"] == "sdgm"
+    result = invoke("sample", "--checkpoint", out / "best.pt", "--class", "abnormal", "--n", 4, "--out", tmp_path / "s.png")
+    assert result.exit_code == 0, result.output
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)
+
+
 def test_too_many_labels_names_class_and_count(tmp_path):
     result = invoke("train", "--task", "2class", "--labels", "1000", "--out", tmp_path / "r", *FAST)
     assert_one_line_error(result, "1000 asked", "training images")
@@ -117,6 +127,7 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["train", *FAST, "--image-size", "300"], ["--image-size"]),
         (["train", *FAST, "--labels", "5", "--method", "supervised", "--class-prior", "learned"], ["supervised", "learned p(y)"]),
         (["train", *FAST, "--label-weights", "heavy"], ["--label-weights"]),
+        (["train", *FAST, "--variant", "m2"], ["--variant"]),
     ],
 )
 def test_bad_options_end_with_one_line(args, fragments, tmp_path, monkeypatch):

@@ -23,8 +23,8 @@ def pyro_loss(model, x, y=None, **kwargs):
     return TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, model.guide, x, y, **kwargs)
 
 
-def image_log_prob(model, z, y_onehot, x):
-    raw = model.image_decoder(z=z, y=y_onehot)
+def image_log_prob(model, z, y_onehot, x, a=None):
+    raw = model.image_decoder(z=z, y=y_onehot) if a is None else model.image_decoder(z=z, y=y_onehot, a=a)
     loc, raw_scale = raw.chunk(2, dim=-3)
     return td.Independent(td.Normal(torch.sigmoid(loc), F.softplus(raw_scale) + 1e-3), 3).log_prob(x)
 
@@ -42,19 +42,21 @@ def oracle_terms(model, x, y=None, kl_weight=1.0):
     q_z = td.Independent(td.Normal(z_loc, z_scale), 1)
     z = z_loc + z_scale * torch.empty(batch, model.z_dim, dtype=torch.double).normal_()  # one noise for all classes
     p_z = td.Independent(td.Normal(torch.zeros_like(z), torch.ones_like(z)), 1)
-    p_a_loc, p_a_scale = model.aux_decoder(x, z=z, y=y_onehot)
+    sdgm = model.variant == "sdgm"  # p(a|z,y) p(x|a,z,y) instead of p(x|z,y) p(a|z,y,x)
+    p_a_loc, p_a_scale = model.aux_decoder(z=z, y=y_onehot) if sdgm else model.aux_decoder(x, z=z, y=y_onehot)
     p_a = td.Independent(td.Normal(p_a_loc, p_a_scale), 1)
     log_p_y = (y_onehot * model.prior_probs().log()).sum(-1)
-    recon = image_log_prob(model, z, y_onehot, x) + log_p_y
+    recon = image_log_prob(model, z, y_onehot, x, a if sdgm else None) + log_p_y
     kl_part = p_z.log_prob(z) + p_a.log_prob(a) - q_z.log_prob(z) - q_a.log_prob(a)
     bound = recon + kl_weight * kl_part  # (B,) labelled, (K, B) unlabelled
     log_q_y = model.classifier(x, a=a).log_softmax(-1)  # (B, K)
     return bound, log_q_y
 
 
+@pytest.mark.parametrize("variant", ["adgm", "sdgm"])
 @pytest.mark.parametrize("num_classes", [2, 3])
-def test_unlabelled_loss_equals_explicit_sum_over_classes(num_classes):
-    model = small_model(num_classes)
+def test_unlabelled_loss_equals_explicit_sum_over_classes(num_classes, variant):
+    model = small_model(num_classes, variant=variant)
     x = torch.rand(6, 1, 28, 28, dtype=torch.double)
     with torch.no_grad():
         loss = pyro_loss(model, x, data_size=60)
@@ -66,9 +68,10 @@ def test_unlabelled_loss_equals_explicit_sum_over_classes(num_classes):
     assert loss == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["adgm", "sdgm"])
 @pytest.mark.parametrize("alpha", [0.0, 7.5])
-def test_labelled_loss_is_bound_plus_alpha_term(alpha):
-    model = small_model(3)
+def test_labelled_loss_is_bound_plus_alpha_term(alpha, variant):
+    model = small_model(3, variant=variant)
     x = torch.rand(5, 1, 28, 28, dtype=torch.double)
     y = torch.tensor([0, 2, 1, 1, 0])
     with torch.no_grad():

@@ -206,13 +206,16 @@ def test_labelled_batch_is_scaled_as_the_weighting_says(tmp_path, weighting, exp
 
 
 def test_model_options_default_to_a_learned_prior_for_the_adgm_and_a_uniform_one_for_the_baseline():
-    assert model_options_for("adgm") == {"learn_class_prior": True, "prior_weighted_labels": True}
-    assert model_options_for("supervised") == {"learn_class_prior": False, "prior_weighted_labels": True}
-    assert model_options_for("adgm", "uniform", "equal") == {"learn_class_prior": False, "prior_weighted_labels": False}
+    assert model_options_for("adgm") == {"learn_class_prior": True, "prior_weighted_labels": True, "variant": "adgm"}
+    assert model_options_for("supervised") == {"learn_class_prior": False, "prior_weighted_labels": True, "variant": "adgm"}
+    assert model_options_for("adgm", "uniform", "equal", "sdgm") == {"learn_class_prior": False, "prior_weighted_labels": False,
+                                                                   "variant": "sdgm"}  # fmt: skip
     with pytest.raises(InputError, match="class prior: expected one of uniform, learned, got 'flat'"):
         model_options_for("adgm", "flat")
     with pytest.raises(InputError, match="label weights: expected one of prior, equal, got 'none'"):
         model_options_for("adgm", label_weights="none")
+    with pytest.raises(InputError, match="variant: expected one of adgm, sdgm, got 'm2'"):
+        model_options_for("adgm", variant="m2")
 
 
 def test_unknown_labelled_weighting_is_a_clear_error(tmp_path):
@@ -291,3 +294,12 @@ def test_learned_class_prior_is_refused_for_the_supervised_baseline(tmp_path):
 def test_unknown_lr_schedule_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="lr_schedule: expected one of constant, cosine"):
         prepare_trainer(tiny_config(lr_schedule="step"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+
+
+def test_sdgm_trains_and_its_checkpoint_rebuilds_the_sdgm(tmp_path):
+    report, run_dir = train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run",
+                            model_options={**SMALL_MODEL, "variant": "sdgm"})  # fmt: skip
+    assert 0 <= report["accuracy"] <= 1
+    model, _ = load_model(run_dir / "best.pt", device="cpu")
+    assert model.variant == "sdgm" and model.config["variant"] == "sdgm"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
