@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pyro_adgm.label_curve import plot_label_curve, run_dir_name, run_label_curve, summarise  # noqa: E402
 from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS  # noqa: E402
+from pyro_adgm.networks import VARIANTS  # noqa: E402
 from pyro_adgm.plots import save_figure  # noqa: E402
 from pyro_adgm.training import LR_SCHEDULES, TrainConfig  # noqa: E402
 
@@ -103,6 +104,8 @@ def main(argv=None) -> list[dict]:
                              "ADGM, uniform for the supervised baseline)")
     parser.add_argument("--label-weights", choices=LABEL_WEIGHTS, default="prior",
                         help="prior: each labelled image's classification term times K * p(y); equal: the paper's")
+    parser.add_argument("--variant", choices=VARIANTS, default="adgm",
+                        help="the ADGM's generative model: adgm, or the skip-connected sdgm")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/pneumoniamnist-sweep"))
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 1 seed")
@@ -111,7 +114,7 @@ def main(argv=None) -> list[dict]:
         parser.error("--class-prior learned is an ADGM setting (the supervised baseline has no p(y)): add --methods adgm")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {args.class_prior} ' if args.class_prior else ''}--label-weights {args.label_weights} --seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {args.class_prior} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--variant {args.variant} ' if args.variant != 'adgm' else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
                  "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting,
@@ -124,6 +127,7 @@ def main(argv=None) -> list[dict]:
         if not args.npz.exists():
             parser.error(f"{args.npz}: PneumoniaMNIST file not found (see ../shared/data/README.md)")
         data, demo, model_options = prepared_dataset(args.npz, args.out), None, {}
+    model_options["variant"] = args.variant
     start = time.perf_counter()
     rows = run_label_curve(args.labels, args.seeds, args.methods, data=data, demo=demo, task="2class", epochs=args.epochs,
                            out_dir=args.out, model_options=model_options, config_overrides=overrides,
