@@ -110,6 +110,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=Path("runs/pneumoniamnist-sweep"))
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 1 seed")
     args = parser.parse_args(argv)
+    if args.variant != "adgm" and "supervised" in args.methods:
+        parser.error(f"--variant {args.variant} is an ADGM setting (the supervised baseline has no generative model): add --methods adgm")
     if args.class_prior == "learned" and "supervised" in args.methods:
         parser.error("--class-prior learned is an ADGM setting (the supervised baseline has no p(y)): add --methods adgm")
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.errors import InputError
 from pyro_adgm import runs
 from pyro_adgm.checkpoint import atomic_write_text
 from pyro_adgm.plots import save_figure
@@ -80,6 +81,12 @@ def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], metho
 
 def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model_options, evaluate_split) -> dict:
     """Train (or continue, or skip) one run and evaluate it; the row of :func:`run_label_curve`."""
+    saved_config = run_dir / "config.json"
+    if saved_config.exists():  # a finished or stopped run is reused only if it is the model asked for
+        saved_variant = json.loads(saved_config.read_text())["model"].get("variant", "adgm")
+        if saved_variant != model_options.get("variant", "adgm"):
+            raise InputError(f"{run_dir}: holds a run of the {saved_variant} model, not of the "
+                             f"{model_options.get('variant', 'adgm')} asked for; choose another output folder")  # fmt: skip
     if (run_dir / "report.json").exists():
         if not json.loads((run_dir / "report.json").read_text()).get("complete", True):
             logger.warning("%s: stopped by its time limit before its last epoch; reported as it is", run_dir)

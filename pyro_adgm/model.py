@@ -287,7 +287,8 @@ class ADGM(nn.Module):
 
     def generate(self, y: int | torch.Tensor, n: int = 16, *, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images of class ``y``: the mean of p(x|z,y) for n draws z ~ p(z) (or the given z (n, Z)); for the
-        SDGM the mean of p(x|a,z,y) with a ~ p(a|z,y). (n, C, S, S) in [0, 1], eval mode."""
+        SDGM the mean of p(x|a,z,y) at a = the mean of p(a|z,y), so that the images depend on z and y alone.
+        (n, C, S, S) in [0, 1], eval mode."""
         device = self.class_prior.device
         if z is None:
             z = torch.randn(n, self.z_dim, device=device, dtype=self.class_prior.dtype)
@@ -296,7 +297,6 @@ class ADGM(nn.Module):
         z, y_onehot = z.to(device), self.one_hot(labels)
         with self.evaluating():
             if self.variant == "sdgm":
-                a_loc, a_scale = self.aux_decoder(z=z, y=y_onehot)
-                a = a_loc + a_scale * torch.randn_like(a_loc)
-                return self.likelihood.mean(self.image_decoder(z=z, y=y_onehot, a=a))
+                a_loc, _ = self.aux_decoder(z=z, y=y_onehot)
+                return self.likelihood.mean(self.image_decoder(z=z, y=y_onehot, a=a_loc))
             return self.likelihood.mean(self.image_decoder(z=z, y=y_onehot))

@@ -94,13 +94,15 @@ def model_options_for(method: str, class_prior: str | None = None, label_weights
     label_weights: ``"prior"`` multiplies each labelled image's classification term by K * p(y) (every weight
     is 1 under a uniform p(y)); ``"equal"`` leaves it as in the paper. BENCHMARKS.md, "Labelled images weighted
     by the learned class prior", has the figures behind these defaults.
-    variant: ``"adgm"`` or ``"sdgm"`` (the skip-connected generative model; the supervised baseline trains only
-    q(a|x) and q(y|a,x), which both variants share).
+    variant: ``"adgm"`` or ``"sdgm"`` (the skip-connected generative model); the supervised baseline has no
+    generative model (it trains q(a|x) and q(y|a,x) only), so it takes ``"adgm"`` alone.
     """
     if class_prior is None:
         class_prior = "learned" if method == "adgm" else "uniform"
     if variant not in VARIANTS:
         raise InputError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
+    if method == "supervised" and variant != "adgm":
+        raise InputError(f"variant {variant!r}: the supervised baseline trains q(a|x) and q(y|a,x) only, it has no generative model to vary")
     if class_prior not in CLASS_PRIORS:
         raise InputError(f"class prior: expected one of {', '.join(CLASS_PRIORS)}, got {class_prior!r}")
     if label_weights not in LABEL_WEIGHTS:

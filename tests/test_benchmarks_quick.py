@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from data_tools.errors import InputError
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -29,6 +31,11 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
     for name in ("label_curve.csv", "summary.md", "accuracy_vs_labels.png", "val_curves.png"):
         assert (tmp_path / name).is_file(), name
     assert "| adgm | 3 | 1 |" in (tmp_path / "summary.md").read_text()
+    # the ADGM runs in that folder are not reported as SDGM runs
+    with pytest.raises(InputError, match="holds a run of the adgm model, not of the sdgm asked for"):
+        load("label_sweep").main(["--quick", "--methods", "adgm", "--variant", "sdgm", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):  # the supervised baseline has no generative model to vary
+        load("label_sweep").main(["--quick", "--variant", "sdgm", "--out", str(tmp_path / "other")])
 
 
 def test_gpu_throughput_quick_times_steps_and_epochs(tmp_path):

@@ -128,6 +128,7 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["train", *FAST, "--labels", "5", "--method", "supervised", "--class-prior", "learned"], ["supervised", "learned p(y)"]),
         (["train", *FAST, "--label-weights", "heavy"], ["--label-weights"]),
         (["train", *FAST, "--variant", "m2"], ["--variant"]),
+        (["train", *FAST, "--labels", "5", "--method", "supervised", "--variant", "sdgm"], ["variant 'sdgm'", "supervised"]),
     ],
 )
 def test_bad_options_end_with_one_line(args, fragments, tmp_path, monkeypatch):

@@ -150,5 +150,7 @@ def test_sdgm_draws_a_before_x_and_x_depends_on_a(architecture):
         assert not torch.allclose(model.image_decoder(z=z, y=y, a=a), model.image_decoder(z=z, y=y, a=a + 1))
     images = model.generate(2, 4)
     assert images.shape == (4, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    z = torch.randn(4, 4 if architecture == "mlp" else 8)
+    torch.testing.assert_close(model.generate(1, z=z), model.generate(1, z=z))  # a at the mean of p(a|z,y)
     with pytest.raises(ValueError, match="variant"):
         ADGM(num_classes=2, image_size=28, variant="m2", **SMALL_MODEL)

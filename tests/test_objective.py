@@ -104,9 +104,10 @@ def test_prior_weighted_labels_weigh_each_classification_term_by_k_pi_y(learn_cl
         assert grad is None or torch.count_nonzero(grad) == 0
 
 
+@pytest.mark.parametrize("variant", ["adgm", "sdgm"])
 @pytest.mark.parametrize("labelled", [True, False])
-def test_kl_weight_scales_and_zero_removes_kl_terms(labelled):
-    model = small_model(2)
+def test_kl_weight_scales_and_zero_removes_kl_terms(labelled, variant):
+    model = small_model(2, variant=variant)
     x = torch.rand(4, 1, 28, 28, dtype=torch.double)
     y = torch.tensor([0, 1, 1, 0]) if labelled else None
     with torch.no_grad():

@@ -303,3 +303,16 @@ def test_sdgm_trains_and_its_checkpoint_rebuilds_the_sdgm(tmp_path):
     model, _ = load_model(run_dir / "best.pt", device="cpu")
     assert model.variant == "sdgm" and model.config["variant"] == "sdgm"
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_checkpoint_saved_before_the_variant_existed_loads_as_the_adgm(tmp_path):
+    _, run_dir = train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    state = load_checkpoint(run_dir / "best.pt")
+    del state["model_config"]["variant"]
+    torch.save(state, tmp_path / "old.pt")
+    model, _ = load_model(tmp_path / "old.pt", device="cpu")
+    assert model.variant == "adgm"
+    with pytest.raises(InputError, match="weights do not fit"):  # the ADGM's weights do not fit an SDGM
+        state["model_config"]["variant"] = "sdgm"
+        torch.save(state, tmp_path / "mislabelled.pt")
+        load_model(tmp_path / "mislabelled.pt", device="cpu")
