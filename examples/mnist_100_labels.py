@@ -22,7 +22,9 @@ no KL warm-up) with beta 0.1 (alpha = beta * N / N_l = 50); the weight average (
 Validation accuracy after 6 epochs in a settings trial without the weight average (BENCHMARKS.md, "MNIST"):
 balanced beta 0.1: 84.1%, balanced beta 1: 82.8%, bound beta 1: 69.6%, bound beta 10: 74.2%.
 Two CPU hours (BENCHMARKS.md): 86.50% test accuracy (binarised, 58 epochs slowed by denormals), 87.71% with
-``--pixels grey`` (109 epochs); the 93.2% target is not reached.
+``--pixels grey`` (109 epochs); the 93.2% target is not reached. ``--variant sdgm`` (the paper's skip-connected
+model) led the grey ADGM by up to 1.3 points of validation accuracy between epochs 4 and 16, then flattened at
+86.2-86.4% while the ADGM caught up by epoch 26.
 
 With ``--hours`` the run stops before an epoch that would pass the limit (counted over resumed sessions), and
 the test set is read when a session ends; ``--resume`` takes the settings from the command line, so give the
