@@ -53,6 +53,9 @@ SETTINGS = {
     "bound-avg-aug0.5-learned-prior-weighted": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED],
     "bound-avg-aug0.5-learned-prior-weighted-beta10": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED,
                                                        "--beta", "10"],
+    # the skip-connected generative model p(a|z,y) p(x|a,z,y), otherwise the defaults
+    "bound-avg-aug0.5-learned-prior-weighted-sdgm": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED,
+                                                     "--variant", "sdgm"],
 }
 
 
