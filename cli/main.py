@@ -116,7 +116,7 @@ def evaluate(checkpoint, data, split, out_dir, device):
 @click.option("--class", "class_name", required=True, help="2class: normal, abnormal; 3class: normal, opacity, not-normal.")
 @click.option("--n", type=click.IntRange(min=1), default=16, show_default=True, help="Number of images.")
 @click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True, help="PNG file to write.")
-@click.option("--seed", type=int, default=None, help="Seed for z ~ p(z).")  # the SDGM's a: the mean of p(a|z,y)
+@click.option("--seed", type=int, default=None, help="Seed for z ~ p(z).")
 @click.option("--device", default="auto", show_default=True)
 @one_line_errors
 def sample(checkpoint, class_name, n, out, seed, device):

@@ -24,7 +24,7 @@ balanced beta 0.1: 84.1%, balanced beta 1: 82.8%, bound beta 1: 69.6%, bound bet
 Two CPU hours (BENCHMARKS.md): 86.50% test accuracy (binarised, 58 epochs slowed by denormals), 87.71% with
 ``--pixels grey`` (109 epochs); the 93.2% target is not reached. ``--variant sdgm`` (the paper's skip-connected
 model) led the grey ADGM by up to 1.3 points of validation accuracy between epochs 4 and 16, then flattened at
-86.2-86.4% while the ADGM caught up by epoch 26.
+86.1-86.4% while the ADGM caught up by epoch 26.
 
 With ``--hours`` the run stops before an epoch that would pass the limit (counted over resumed sessions), and
 the test set is read when a session ends; ``--resume`` takes the settings from the command line, so give the
@@ -45,6 +45,7 @@ import torch
 from data_tools.dataset import labelled_subset
 from pyro_adgm import ADGM, TrainConfig, Trainer, TrainingData
 from pyro_adgm.evaluation import classification_report, predict_proba
+from pyro_adgm.networks import VARIANTS
 from pyro_adgm.training import LR_SCHEDULES
 
 #: ``../shared/data`` seen from the repository root, wherever the script is started from
@@ -129,7 +130,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pixels", choices=("binarised", "grey"), default="binarised",
                         help="binarised: x ~ Bernoulli(grey level) at every step (the paper's); grey: the Bernoulli "
                              "cross-entropy of the grey levels themselves (as in Pyro's SS-VAE tutorial)")
-    parser.add_argument("--variant", choices=("adgm", "sdgm"), default="adgm",
+    parser.add_argument("--variant", choices=VARIANTS, default="adgm",
                         help="adgm: p(x|z,y) p(a|z,y,x); sdgm: the skip-connected p(a|z,y) p(x|a,z,y) (same guide)")
     parser.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up 0 -> 1 over this many epochs")
     parser.add_argument("--seed", type=int, default=0, help="seeds the labelled subset and the training")

@@ -31,7 +31,7 @@ from pyro.contrib.autoname import scope
 from torch import nn
 
 from pyro_adgm.likelihoods import LIKELIHOODS
-from pyro_adgm.networks import VARIANTS, conv_networks, mlp_networks
+from pyro_adgm.networks import check_variant, conv_networks, mlp_networks
 
 NETWORK_NAMES = ("aux_encoder", "classifier", "latent_encoder", "aux_decoder", "image_decoder")
 CLASS_PRIORS = ("uniform", "learned")  # p(y): fixed (uniform unless class_prior is given), or learned
@@ -124,8 +124,7 @@ class ADGM(nn.Module):
             raise ValueError(f"likelihood: expected one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
         if architecture not in ("conv", "mlp"):
             raise ValueError(f"architecture: expected 'conv' or 'mlp', got {architecture!r}")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
+        check_variant(variant)
         if not batch_norm and architecture == "conv":
             raise ValueError("batch_norm: the convolutional networks always use batch norm; False needs architecture 'mlp'")
         networks = dict(networks or {})

@@ -75,8 +75,13 @@ class GaussianNet(XConditional):
         self.min_scale = min_scale
 
     def forward(self, x: torch.Tensor, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw_scale = self.raw(x, **inputs).chunk(2, dim=-1)
-        return loc, F.softplus(raw_scale) + self.min_scale
+        return gaussian_parameters(self.raw(x, **inputs), self.min_scale)
+
+
+def gaussian_parameters(raw: torch.Tensor, min_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., 2D) -> (loc, scale), each (..., D), scale = softplus(.) + ``min_scale``."""
+    loc, raw_scale = raw.chunk(2, dim=-1)
+    return loc, F.softplus(raw_scale) + min_scale
 
 
 class GaussianHead(nn.Module):
@@ -89,8 +94,7 @@ class GaussianHead(nn.Module):
         self.min_scale = min_scale
 
     def forward(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw_scale = self.head(**inputs).chunk(2, dim=-1)
-        return loc, F.softplus(raw_scale) + self.min_scale
+        return gaussian_parameters(self.head(**inputs), self.min_scale)
 
 
 class CategoricalNet(XConditional):
@@ -148,7 +152,8 @@ class MLPImageDecoder(nn.Module):
 VARIANTS = ("adgm", "sdgm")  # p(x|z,y) p(a|z,y,x), or the skip-connected p(a|z,y) p(x|a,z,y)
 
 
-def _check_variant(variant: str) -> bool:
+def check_variant(variant: str) -> bool:
+    """True for the skip-connected ``"sdgm"``, False for ``"adgm"``; ValueError for anything else."""
     if variant not in VARIANTS:
         raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
     return variant == "sdgm"
@@ -157,7 +162,7 @@ def _check_variant(variant: str) -> bool:
 def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2, variant: str = "adgm") -> dict[str, nn.Module]:
     """The five convolutional networks of the chest X-ray model, keyed by their ADGM attribute names
     (``variant="sdgm"``: p(a|z,y) without a trunk, and a as an input of p(x|a,z,y))."""
-    skip = _check_variant(variant)
+    skip = check_variant(variant)
 
     def trunk() -> ConvTrunk:
         return ConvTrunk(image_size, in_channels, channels, dropout)
@@ -177,7 +182,7 @@ def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, 
 def mlp_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, hidden: Sequence[int] = (500, 500), dropout: float = 0.0, batch_norm: bool = True, variant: str = "adgm") -> dict[str, nn.Module]:
     """MLP networks as in the ADGM paper (two hidden layers of 500 in each conditional); ``batch_norm``: batch
     norm after the first (trunk) layer of the networks that read x; ``variant`` as in :func:`conv_networks`."""
-    skip = _check_variant(variant)
+    skip = check_variant(variant)
     in_features = in_channels * image_size**2
     k, a, z = num_classes, a_dim, z_dim
 

@@ -130,7 +130,6 @@ def test_sdgm_draws_a_before_x_and_x_depends_on_a(architecture):
     sizes = SMALL_MODEL if architecture == "conv" else MLP_SIZES
     model = ADGM(num_classes=3, image_size=28, architecture=architecture, variant="sdgm", **sizes)
     assert isinstance(model.aux_decoder, GaussianHead)
-    assert model.config["variant"] == "sdgm"
     trunk_type = ConvTrunk if architecture == "conv" else MLPTrunk
     calls = []
     for module in model.modules():
