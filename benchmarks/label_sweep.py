@@ -99,9 +99,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainConfig.lr_schedule)
     parser.add_argument("--augment-probability", type=float, default=TrainConfig.augment_probability,
                         help="the chance that a training image is transformed")
-    parser.add_argument("--class-prior", choices=CLASS_PRIORS, default=None,
-                        help="p(y): fixed uniform, or learned from the unlabelled images (default: learned for the "
-                             "ADGM, uniform for the supervised baseline)")
+    parser.add_argument("--class-prior", default=None, metavar="|".join(CLASS_PRIORS) + "|NAME=P,...",
+                        help="p(y): fixed uniform, learned from the unlabelled images, or fixed at known class shares "
+                             "(normal=0.258,abnormal=0.742; both methods) (default: learned for the ADGM, uniform for "
+                             "the supervised baseline)")
     parser.add_argument("--label-weights", choices=LABEL_WEIGHTS, default="prior",
                         help="prior: each labelled image's classification term times K * p(y); equal: the paper's")
     parser.add_argument("--variant", choices=VARIANTS, default="adgm",

@@ -35,6 +35,8 @@ DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamni
 UNIFORM = ["--class-prior", "uniform", "--label-weights", "equal"]
 LEARNED = ["--class-prior", "learned", "--label-weights", "equal"]
 LEARNED_WEIGHTED = ["--class-prior", "learned", "--label-weights", "prior"]
+#: p(y) fixed at PneumoniaMNIST's known class shares (train and val: 74.2% pneumonia), labels weighted by it
+KNOWN_WEIGHTED = ["--class-prior", "normal=0.258,abnormal=0.742", "--label-weights", "prior"]
 BOUND_AVG = ["--labelled-weighting", "bound", "--weight-average-decay", "0.999"]
 
 #: name -> extra `pyro-adgm train` options
@@ -56,6 +58,7 @@ SETTINGS = {
     # the skip-connected generative model p(a|z,y) p(x|a,z,y), otherwise the defaults
     "bound-avg-aug0.5-learned-prior-weighted-sdgm": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED,
                                                      "--variant", "sdgm"],
+    "bound-avg-aug0.5-known-prior-weighted": [*BOUND_AVG, "--augment-probability", "0.5", *KNOWN_WEIGHTED],
 }
 
 

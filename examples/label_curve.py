@@ -37,8 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=["adgm", "supervised"], choices=["adgm", "supervised"])
     parser.add_argument("--epochs", type=int, default=None, help="per run (default: the paper's for the task)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--class-prior", choices=CLASS_PRIORS, default=None,
-                        help="p(y) (default: learned for the ADGM, uniform for the supervised baseline)")
+    parser.add_argument("--class-prior", default=None, metavar="|".join(CLASS_PRIORS) + "|NAME=P,...",
+                        help="p(y): uniform, learned, or known shares such as normal=0.26,abnormal=0.74 "
+                             "(default: learned for the ADGM, uniform for the supervised baseline)")
     parser.add_argument("--label-weights", choices=LABEL_WEIGHTS, default="prior",
                         help="prior: each labelled image's classification term times K * p(y); equal: the paper's")
     parser.add_argument("--device", default="auto")

@@ -83,10 +83,7 @@ def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model
     """Train (or continue, or skip) one run and evaluate it; the row of :func:`run_label_curve`."""
     saved_config = run_dir / "config.json"
     if saved_config.exists():  # a finished or stopped run is reused only if it is the model asked for
-        saved_variant = json.loads(saved_config.read_text())["model"].get("variant", "adgm")
-        if saved_variant != model_options.get("variant", "adgm"):
-            raise InputError(f"{run_dir}: holds a run of the {saved_variant} model, not of the "
-                             f"{model_options.get('variant', 'adgm')} asked for; choose another output folder")  # fmt: skip
+        check_same_model(json.loads(saved_config.read_text()), model_options, run_dir)
     if (run_dir / "report.json").exists():
         if not json.loads((run_dir / "report.json").read_text()).get("complete", True):
             logger.warning("%s: stopped by its time limit before its last epoch; reported as it is", run_dir)
@@ -110,6 +107,31 @@ def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model
         "val_accuracy": report["accuracy"], "test_accuracy": test["accuracy"] if test else None,
         "test_roc_auc": test["roc_auc"] if test else None, "seconds": round(seconds, 1), "run_dir": str(run_dir),
     }  # fmt: skip
+
+
+#: model settings a reused run must share with the ones asked for (a config saved before a field existed is not
+#: checked on it, except the variant, which defaults to the ADGM there as when such checkpoints load)
+COMPARED_MODEL_FIELDS = ("variant", "learn_class_prior", "prior_weighted_labels", "class_prior")
+
+
+def check_same_model(saved: dict, model_options: dict, run_dir: Path) -> None:
+    """Refuse (InputError) to reuse the run in ``run_dir``, whose ``config.json`` is ``saved``, when its model
+    differs from ``model_options`` in the variant or the p(y) settings: it would be reported as the new one."""
+    saved_model = {"variant": "adgm", **saved["model"]}
+    asked = {"variant": "adgm", "class_prior": None, **model_options}
+    if isinstance(asked["class_prior"], dict):  # known shares by name -> the order of the run's classes
+        asked["class_prior"] = runs.resolve_known_prior(asked["class_prior"], saved["class_names"])
+    for field in COMPARED_MODEL_FIELDS:
+        if field not in saved_model or field not in asked:
+            continue
+        have, want = saved_model[field], asked[field]
+        if isinstance(have, str) or isinstance(want, str) or have is None or want is None:
+            same = have == want
+        else:  # flags and probabilities
+            same = np.shape(have) == np.shape(want) and bool(np.allclose(have, want, atol=1e-6))
+        if not same:
+            raise InputError(f"{run_dir}: holds a run with model {field} = {have}, not the {want} asked for; "
+                             "choose another output folder")  # fmt: skip
 
 
 def write_rows(rows: Sequence[dict], path: Path, columns: Sequence[str] = ROW_COLUMNS) -> None:

@@ -86,11 +86,45 @@ def build_training_data(dataset: PreparedDataset, task: str, labels_per_class: i
 # training
 
 
+def parse_known_prior(text: str) -> dict[str, float] | None:
+    """A known p(y) written as ``NAME=P,NAME=P`` (``normal=0.26,abnormal=0.74``) -> {name: p}; None when ``text``
+    is not of that form (``"uniform"``, ``"learned"``). Checked against the task's classes by
+    :func:`resolve_known_prior`."""
+    if "=" not in text:
+        return None
+    shares: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        try:
+            shares[name] = float(value)
+        except ValueError:
+            raise InputError(f"class prior: expected NAME=PROBABILITY pairs such as normal=0.26,abnormal=0.74, got {part.strip()!r}") from None
+        if not 0.0 < shares[name] < 1.0:
+            raise InputError(f"class prior: the share of {name!r} must lie strictly between 0 and 1, got {value.strip()}")
+    return shares
+
+
+def resolve_known_prior(shares: dict[str, float], class_names: Sequence[str]) -> list[float]:
+    """{name: p} -> p(y) in the order of ``class_names``: every class named once, the shares summing to 1."""
+    unknown, missing = sorted(set(shares) - set(class_names)), [name for name in class_names if name not in shares]
+    if unknown or missing:
+        raise InputError(f"class prior: expected a share for each of {', '.join(class_names)}"
+                         + (f"; unknown: {', '.join(unknown)}" if unknown else "") + (f"; missing: {', '.join(missing)}" if missing else ""))  # fmt: skip
+    total = sum(shares.values())
+    if abs(total - 1.0) > 1e-3:
+        raise InputError(f"class prior: the shares must sum to 1, they sum to {total:g}")
+    return [shares[name] / total for name in class_names]
+
+
 def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "prior", variant: str = "adgm") -> dict:
     """The :class:`ADGM` keyword arguments that set p(y), the weights of the labelled images and the variant.
 
-    class_prior: ``"uniform"`` (fixed) or ``"learned"`` (from the unlabelled images); None picks ``"learned"``
-    for the ADGM and ``"uniform"`` for the supervised baseline, which has no unlabelled term to learn it from.
+    class_prior: ``"uniform"`` (fixed), ``"learned"`` (from the unlabelled images), or known class shares
+    ``"NAME=P,NAME=P"`` (fixed at those, e.g. the prevalence where the images come from; returned as
+    ``"class_prior": {name: p}``, which :func:`prepare_trainer` orders by the task's classes). None picks
+    ``"learned"`` for the ADGM and ``"uniform"`` for the supervised baseline, which has no unlabelled term to
+    learn it from.
     label_weights: ``"prior"`` multiplies each labelled image's classification term by K * p(y) (every weight
     is 1 under a uniform p(y)); ``"equal"`` leaves it as in the paper. BENCHMARKS.md, "Labelled images weighted
     by the learned class prior", has the figures behind these defaults.
@@ -103,11 +137,13 @@ def model_options_for(method: str, class_prior: str | None = None, label_weights
         raise InputError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
     if method == "supervised" and variant != "adgm":
         raise InputError(f"variant {variant!r}: the supervised baseline trains q(a|x) and q(y|a,x) only, it has no generative model to vary")
-    if class_prior not in CLASS_PRIORS:
-        raise InputError(f"class prior: expected one of {', '.join(CLASS_PRIORS)}, got {class_prior!r}")
+    known = parse_known_prior(class_prior)
+    if known is None and class_prior not in CLASS_PRIORS:
+        raise InputError(f"class prior: expected one of {', '.join(CLASS_PRIORS)} or NAME=P,NAME=P shares, got {class_prior!r}")
     if label_weights not in LABEL_WEIGHTS:
         raise InputError(f"label weights: expected one of {', '.join(LABEL_WEIGHTS)}, got {label_weights!r}")
-    return {"learn_class_prior": class_prior == "learned", "prior_weighted_labels": label_weights == "prior", "variant": variant}
+    options = {"learn_class_prior": class_prior == "learned", "prior_weighted_labels": label_weights == "prior", "variant": variant}
+    return {**options, "class_prior": known} if known is not None else options
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -128,8 +164,11 @@ def prepare_trainer(config: TrainConfig, *, data: str | Path | None = None, demo
     training_data = build_training_data(dataset, config.task, config.labels_per_class, seed=config.seed,
                                         image_size=size, description=description)  # fmt: skip
     if model is None:
+        options = dict(model_options or {})
+        if isinstance(options.get("class_prior"), dict):
+            options["class_prior"] = resolve_known_prior(options["class_prior"], training_data.class_names)
         try:
-            model = ADGM(num_classes=len(training_data.class_names), image_size=size, **(model_options or {}))
+            model = ADGM(num_classes=len(training_data.class_names), image_size=size, **options)
         except ValueError as error:
             raise InputError(f"model: {error}") from None
     elif model.num_classes != len(training_data.class_names) or model.image_size != size:

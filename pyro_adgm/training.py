@@ -5,7 +5,9 @@ J^alpha of :class:`~pyro_adgm.model.ADGM` (alpha = beta * (N_l + N_u) / N_l); ``
 weighs the labelled batch like the unlabelled one instead. An epoch is one pass over the
 unlabelled images (ceil(N_u / batch) steps); the labelled images are cycled through in a fresh order each
 pass. The ``supervised`` method trains only q(a|x) and q(y|a,x) on the labelled images with the same networks,
-augmentation, optimiser, number of steps and model selection, as a baseline.
+augmentation, optimiser, number of steps and model selection, as a baseline (its cross-entropy weighted by
+K * p(y) per image like the ADGM's classification term when the model's labels are prior-weighted: all 1 under
+its uniform p(y), the shares of a known p(y) otherwise).
 
 A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch), ``last.pt`` and ``best.pt``
 (best validation accuracy; the weights evaluated are a moving average of the trained ones unless
@@ -361,7 +363,10 @@ class Trainer:
         self.model.train()
         a_loc, a_scale = self.model.aux_encoder(x_l)
         a = a_loc + a_scale * torch.randn_like(a_loc)
-        loss = torch.nn.functional.cross_entropy(self.model.classifier(x_l, a=a), y_l)
+        loss = torch.nn.functional.cross_entropy(self.model.classifier(x_l, a=a), y_l, reduction="none")
+        if self.model.prior_weighted_labels:  # K * pi_y per image, as in the ADGM's classification term
+            loss = loss * (self.model.num_classes * self.model.prior_probs().detach()[y_l])
+        loss = loss.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

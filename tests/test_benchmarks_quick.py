@@ -32,8 +32,11 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
         assert (tmp_path / name).is_file(), name
     assert "| adgm | 3 | 1 |" in (tmp_path / "summary.md").read_text()
     # the ADGM runs in that folder are not reported as SDGM runs
-    with pytest.raises(InputError, match="holds a run of the adgm model, not of the sdgm asked for"):
+    with pytest.raises(InputError, match="holds a run with model variant = adgm, not the sdgm asked for"):
         load("label_sweep").main(["--quick", "--methods", "adgm", "--variant", "sdgm", "--out", str(tmp_path)])
+    # nor the learned-p(y) runs as runs with a known p(y)
+    with pytest.raises(InputError, match="holds a run with model learn_class_prior = True, not the False asked for"):
+        load("label_sweep").main(["--quick", "--methods", "adgm", "--class-prior", "normal=0.3,abnormal=0.7", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):  # the supervised baseline has no generative model to vary
         load("label_sweep").main(["--quick", "--variant", "sdgm", "--out", str(tmp_path / "other")])
 

@@ -129,6 +129,8 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["train", *FAST, "--label-weights", "heavy"], ["--label-weights"]),
         (["train", *FAST, "--variant", "m2"], ["--variant"]),
         (["train", *FAST, "--labels", "5", "--method", "supervised", "--variant", "sdgm"], ["variant 'sdgm'", "supervised"]),
+        (["train", *FAST, "--labels", "5", "--class-prior", "normal=0.5,opacity=0.5"], ["class prior", "unknown: opacity"]),
+        (["train", *FAST, "--labels", "5", "--class-prior", "flat"], ["class prior", "got 'flat'"]),
     ],
 )
 def test_bad_options_end_with_one_line(args, fragments, tmp_path, monkeypatch):

@@ -210,12 +210,52 @@ def test_model_options_default_to_a_learned_prior_for_the_adgm_and_a_uniform_one
     assert model_options_for("supervised") == {"learn_class_prior": False, "prior_weighted_labels": True, "variant": "adgm"}
     assert model_options_for("adgm", "uniform", "equal", "sdgm") == {"learn_class_prior": False, "prior_weighted_labels": False,
                                                                    "variant": "sdgm"}  # fmt: skip
-    with pytest.raises(InputError, match="class prior: expected one of uniform, learned, got 'flat'"):
+    with pytest.raises(InputError, match="class prior: expected one of uniform, learned or NAME=P,NAME=P shares, got 'flat'"):
         model_options_for("adgm", "flat")
     with pytest.raises(InputError, match="label weights: expected one of prior, equal, got 'none'"):
         model_options_for("adgm", label_weights="none")
     with pytest.raises(InputError, match="variant: expected one of adgm, sdgm, got 'm2'"):
         model_options_for("adgm", variant="m2")
+
+
+def test_known_class_shares_become_a_fixed_prior_in_the_task_s_class_order(tmp_path):
+    options = model_options_for("adgm", "abnormal=0.75, normal=0.25")
+    assert options == {"learn_class_prior": False, "prior_weighted_labels": True, "variant": "adgm",
+                       "class_prior": {"abnormal": 0.75, "normal": 0.25}}  # fmt: skip
+    trainer = prepare_trainer(tiny_config(task="2class"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options={**SMALL_MODEL, **options})
+    assert trainer.data.class_names == ("normal", "abnormal")
+    torch.testing.assert_close(trainer.model.prior_probs(), torch.tensor([0.25, 0.75]))
+    assert trainer.model.class_prior_logits is None and trainer.model.config["class_prior"] == [0.25, 0.75]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("normal=0.3,abnormal=0.6", "the shares must sum to 1, they sum to 0.9"),
+        ("normal=0.3,opacity=0.7", "expected a share for each of normal, abnormal; unknown: opacity; missing: abnormal"),
+        ("normal=1,abnormal=0", "the share of 'normal' must lie strictly between 0 and 1, got 1"),
+        ("normal=0.3,abnormal=most", "expected NAME=PROBABILITY pairs such as normal=0.26,abnormal=0.74, got 'abnormal=most'"),
+    ],
+)
+def test_bad_known_class_shares_are_clear_errors(tmp_path, text, message):
+    with pytest.raises(InputError, match="class prior: " + message):
+        prepare_trainer(tiny_config(task="2class"), demo=TINY_DEMO, run_dir=tmp_path / "run",
+                        model_options={**SMALL_MODEL, **model_options_for("adgm", text)})  # fmt: skip
+
+
+@pytest.mark.parametrize("label_weights, expected_weights", [("prior", [0.5, 1.5]), ("equal", [1.0, 1.0])])
+def test_supervised_loss_weights_each_label_by_k_times_a_known_prior(tmp_path, label_weights, expected_weights):
+    options = {**SMALL_MODEL, **model_options_for("supervised", "normal=0.25,abnormal=0.75", label_weights)}
+    trainer = prepare_trainer(tiny_config(task="2class", method="supervised"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=options)
+    model = trainer.model.train()
+    x = torch.rand(6, 1, 28, 28)
+    y = torch.tensor([0, 1, 1, 0, 1, 1])
+    torch.manual_seed(11)  # the same dropout masks and noise of a as the step below draws
+    a_loc, a_scale = model.aux_encoder(x)
+    per_image = torch.nn.functional.cross_entropy(model.classifier(x, a=a_loc + a_scale * torch.randn_like(a_loc)), y, reduction="none")
+    expected = float((per_image.detach() * torch.tensor(expected_weights)[y]).mean())
+    torch.manual_seed(11)
+    assert trainer._step(x, y, None, kl_weight=1.0) == pytest.approx(expected, rel=1e-5)
 
 
 def test_unknown_labelled_weighting_is_a_clear_error(tmp_path):
