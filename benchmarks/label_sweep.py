@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import shlex
 import time
 from pathlib import Path
 
@@ -28,10 +29,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from data_tools.errors import InputError  # noqa: E402
 from pyro_adgm.label_curve import plot_label_curve, run_dir_name, run_label_curve, summarise  # noqa: E402
 from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS  # noqa: E402
 from pyro_adgm.networks import VARIANTS  # noqa: E402
 from pyro_adgm.plots import save_figure  # noqa: E402
+from pyro_adgm.runs import model_options_for  # noqa: E402
 from pyro_adgm.training import LR_SCHEDULES, TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,9 +118,14 @@ def main(argv=None) -> list[dict]:
         parser.error(f"--variant {args.variant} is an ADGM setting (the supervised baseline has no generative model): add --methods adgm")
     if args.class_prior == "learned" and "supervised" in args.methods:
         parser.error("--class-prior learned is an ADGM setting (the supervised baseline has no p(y)): add --methods adgm")
+    for method in args.methods:
+        try:
+            model_options_for(method, args.class_prior, args.label_weights, args.variant if method == "adgm" else "adgm")
+        except InputError as error:
+            parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {args.class_prior} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--variant {args.variant} ' if args.variant != 'adgm' else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--variant {args.variant} ' if args.variant != 'adgm' else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
                  "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting,

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import torch
 
+from data_tools.errors import InputError
 from pyro_adgm.checkpoint import atomic_write_text
 from pyro_adgm.label_curve import format_summary, plot_label_curve, run_label_curve, summarise, write_rows
 from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS
+from pyro_adgm.runs import model_options_for
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,7 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=Path("runs/label-curve"))
     parser.add_argument("--quick", action="store_true", help="150 demo phantoms at 28x28, small networks, 2 and 5 labels per class, one seed, one epoch")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for method in args.methods:  # a bad p(y) setting is a usage error, before any data is read
+        try:
+            model_options_for(method, args.class_prior, args.label_weights)
+        except InputError as error:
+            parser.error(str(error))
+    return args
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

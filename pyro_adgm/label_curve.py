@@ -109,29 +109,37 @@ def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model
     }  # fmt: skip
 
 
-#: model settings a reused run must share with the ones asked for (a config saved before a field existed is not
-#: checked on it, except the variant, which defaults to the ADGM there as when such checkpoints load)
-COMPARED_MODEL_FIELDS = ("variant", "learn_class_prior", "prior_weighted_labels", "class_prior")
+#: model settings a reused run must share with the ones asked for; a config saved before a field existed gets the
+#: value such a run loads with (the ADGM, a fixed p(y), unweighted labels)
+COMPARED_MODEL_FIELDS = {"variant": "adgm", "learn_class_prior": False, "prior_weighted_labels": False, "class_prior": None}
 
 
 def check_same_model(saved: dict, model_options: dict, run_dir: Path) -> None:
     """Refuse (InputError) to reuse the run in ``run_dir``, whose ``config.json`` is ``saved``, when its model
-    differs from ``model_options`` in the variant or the p(y) settings: it would be reported as the new one."""
-    saved_model = {"variant": "adgm", **saved["model"]}
-    asked = {"variant": "adgm", "class_prior": None, **model_options}
-    if isinstance(asked["class_prior"], dict):  # known shares by name -> the order of the run's classes
-        asked["class_prior"] = runs.resolve_known_prior(asked["class_prior"], saved["class_names"])
+    differs from ``model_options`` in the variant or the p(y) settings: it would be reported as the new one.
+    (Under a fixed uniform p(y) weighting the labels by K * p(y) changes nothing, so that flag is not compared.)"""
+    have = {**COMPARED_MODEL_FIELDS, **saved["model"]}
+    want = {**COMPARED_MODEL_FIELDS, **model_options}
+    if isinstance(want["class_prior"], dict):  # known shares by name -> the order of the run's classes
+        want["class_prior"] = runs.resolve_known_prior(want["class_prior"], saved["class_names"])
+    for settings in (have, want):
+        prior = settings["class_prior"]
+        if prior is not None and np.allclose(prior, 1.0 / len(prior), atol=1e-6):
+            settings["class_prior"] = None  # the uniform p(y), given or by default
+    uniform = all(not s["learn_class_prior"] and s["class_prior"] is None for s in (have, want))
     for field in COMPARED_MODEL_FIELDS:
-        if field not in saved_model or field not in asked:
+        if field == "prior_weighted_labels" and uniform:
             continue
-        have, want = saved_model[field], asked[field]
-        if isinstance(have, str) or isinstance(want, str) or have is None or want is None:
-            same = have == want
-        else:  # flags and probabilities
-            same = np.shape(have) == np.shape(want) and bool(np.allclose(have, want, atol=1e-6))
-        if not same:
-            raise InputError(f"{run_dir}: holds a run with model {field} = {have}, not the {want} asked for; "
-                             "choose another output folder")  # fmt: skip
+        if not same_setting(have[field], want[field]):
+            shown = {k: "uniform" if v is None else v for k, v in (("have", have[field]), ("want", want[field]))}
+            raise InputError(f"{run_dir}: holds a run with model {field} = {shown['have']}, not the {shown['want']} "
+                             "asked for; choose another output folder")  # fmt: skip
+
+
+def same_setting(have, want) -> bool:
+    if isinstance(have, str) or isinstance(want, str) or have is None or want is None:
+        return have == want
+    return np.shape(have) == np.shape(want) and bool(np.allclose(have, want, atol=1e-6))  # flags, probabilities
 
 
 def write_rows(rows: Sequence[dict], path: Path, columns: Sequence[str] = ROW_COLUMNS) -> None:

@@ -96,6 +96,10 @@ def parse_known_prior(text: str) -> dict[str, float] | None:
     for part in text.split(","):
         name, _, value = part.partition("=")
         name = name.strip()
+        if not name:
+            raise InputError(f"class prior: expected NAME=PROBABILITY pairs such as normal=0.26,abnormal=0.74, got {part.strip()!r}")
+        if name in shares:
+            raise InputError(f"class prior: {name!r} given twice")
         try:
             shares[name] = float(value)
         except ValueError:

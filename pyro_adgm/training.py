@@ -7,7 +7,7 @@ unlabelled images (ceil(N_u / batch) steps); the labelled images are cycled thro
 pass. The ``supervised`` method trains only q(a|x) and q(y|a,x) on the labelled images with the same networks,
 augmentation, optimiser, number of steps and model selection, as a baseline (its cross-entropy weighted by
 K * p(y) per image like the ADGM's classification term when the model's labels are prior-weighted: all 1 under
-its uniform p(y), the shares of a known p(y) otherwise).
+its uniform p(y), K times the shares of a known p(y) otherwise).
 
 A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch), ``last.pt`` and ``best.pt``
 (best validation accuracy; the weights evaluated are a moving average of the trained ones unless

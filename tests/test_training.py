@@ -234,6 +234,8 @@ def test_known_class_shares_become_a_fixed_prior_in_the_task_s_class_order(tmp_p
         ("normal=0.3,abnormal=0.6", "the shares must sum to 1, they sum to 0.9"),
         ("normal=0.3,opacity=0.7", "expected a share for each of normal, abnormal; unknown: opacity; missing: abnormal"),
         ("normal=1,abnormal=0", "the share of 'normal' must lie strictly between 0 and 1, got 1"),
+        ("normal=0.3,normal=0.7", "'normal' given twice"),
+        ("=0.3,abnormal=0.7", "expected NAME=PROBABILITY pairs such as normal=0.26,abnormal=0.74, got '=0.3'"),
         ("normal=0.3,abnormal=most", "expected NAME=PROBABILITY pairs such as normal=0.26,abnormal=0.74, got 'abnormal=most'"),
     ],
 )
