@@ -59,6 +59,11 @@ SETTINGS = {
     "bound-avg-aug0.5-learned-prior-weighted-sdgm": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED,
                                                      "--variant", "sdgm"],
     "bound-avg-aug0.5-known-prior-weighted": [*BOUND_AVG, "--augment-probability", "0.5", *KNOWN_WEIGHTED],
+    # the supervised baseline on the same schedule (its curve tells drift from the unlabelled term apart from
+    # overfitting the few labelled images): p(y) uniform, or the known shares weighting its cross-entropy
+    "supervised-avg-aug0.5": ["--method", "supervised", *BOUND_AVG, "--augment-probability", "0.5", *UNIFORM],
+    "supervised-avg-aug0.5-known-prior-weighted": ["--method", "supervised", *BOUND_AVG, "--augment-probability", "0.5",
+                                                   *KNOWN_WEIGHTED],
 }
 
 
