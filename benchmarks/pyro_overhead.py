@@ -2,7 +2,8 @@
 
 Both sides use the same ADGM networks (the default ``variant="adgm"``; the SDGM is not timed here), the same
 labelled and unlabelled batches and the same objective J^alpha (labelled bound + alpha * classification term +
-unlabelled bound with y summed out exactly, KL terms weighted). The hand-written side computes it with torch.distributions and steps one torch.optim.Adam; the Pyro side runs
+unlabelled bound with y summed out exactly, KL terms weighted). The hand-written side computes it with
+torch.distributions and steps one torch.optim.Adam; the Pyro side runs
 ``SVI(model.semi_supervised_model, model.semi_supervised_guide, pyro.optim.Adam, TraceEnum_ELBO)``.
 Steps are interleaved (Pyro, torch, Pyro, ...) so that both see the same machine load; medians are reported.
 Before timing, both objectives are evaluated on the same noise in eval mode and must agree.

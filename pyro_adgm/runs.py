@@ -96,14 +96,15 @@ def parse_known_prior(text: str) -> dict[str, float] | None:
     for part in text.split(","):
         name, _, value = part.partition("=")
         name = name.strip()
+        not_a_pair = InputError(f"class prior: expected NAME=PROBABILITY pairs such as normal=0.26,abnormal=0.74, got {part.strip()!r}")
         if not name:
-            raise InputError(f"class prior: expected NAME=PROBABILITY pairs such as normal=0.26,abnormal=0.74, got {part.strip()!r}")
+            raise not_a_pair
         if name in shares:
             raise InputError(f"class prior: {name!r} given twice")
         try:
             shares[name] = float(value)
         except ValueError:
-            raise InputError(f"class prior: expected NAME=PROBABILITY pairs such as normal=0.26,abnormal=0.74, got {part.strip()!r}") from None
+            raise not_a_pair from None
         if not 0.0 < shares[name] < 1.0:
             raise InputError(f"class prior: the share of {name!r} must lie strictly between 0 and 1, got {value.strip()}")
     return shares
