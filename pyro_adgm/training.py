@@ -98,6 +98,9 @@ class TrainConfig:
     augment: str = "device"
     # the chance that a training image is flipped/transformed (else it is used as stored); see augment.py
     augment_probability: float = 0.5
+    # mirror images left-right as part of the transform (chest X-rays); False for images whose meaning a
+    # mirror changes (digits)
+    augment_flip: bool = True
     binarize: bool = False  # train on x ~ Bernoulli(pixel) (for a Bernoulli likelihood); bounds use x > 0.5
     method: str = "adgm"
     # evaluate and checkpoint an exponential moving average of the weights (per-step decay; None: the raw
@@ -208,7 +211,7 @@ class Trainer:
         self.data = data.to(self.device)
         self.run_dir = Path(run_dir)
         self.extra_config = extra_config or {}
-        self.augment = make_augment(config.augment, AugmentSettings(probability=config.augment_probability))
+        self.augment = make_augment(config.augment, AugmentSettings(flip=config.augment_flip, probability=config.augment_probability))
         n_l, n_u = len(data.labelled_labels), len(data.unlabelled_images)
         if n_l == 0:
             raise InputError("labelled set: expected at least one labelled image")

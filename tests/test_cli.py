@@ -91,6 +91,7 @@ def test_bad_class_names_the_classes(run_dir):
 
 def test_adgm_defaults_to_a_learned_prior_and_prior_weighted_labels(run_dir):
     config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["augment_flip"] is True  # chest X-rays are mirrored unless --no-augment-flip
     assert config["model"]["learn_class_prior"] is True and config["model"]["prior_weighted_labels"] is True
     with open(run_dir / "metrics.csv", newline="") as handle:
         prior = [float(p) for p in next(csv.DictReader(handle))["class_prior"].split()]
@@ -99,9 +100,10 @@ def test_adgm_defaults_to_a_learned_prior_and_prior_weighted_labels(run_dir):
 
 def test_sdgm_variant_trains_and_samples(tmp_path):
     out = tmp_path / "sdgm"
-    result = invoke("train", "--task", "2class", "--labels", "5", "--variant", "sdgm", "--out", out, *FAST)
+    result = invoke("train", "--task", "2class", "--labels", "5", "--variant", "sdgm", "--no-augment-flip", "--out", out, *FAST)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "config.json").read_text())["model"]["variant"] == "sdgm"
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["variant"] == "sdgm" and config["train"]["augment_flip"] is False
     result = invoke("sample", "--checkpoint", out / "best.pt", "--class", "abnormal", "--n", 4, "--out", tmp_path / "s.png")
     assert result.exit_code == 0, result.output
     assert np.asarray(Image.open(tmp_path / "s.png")).shape == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)

@@ -121,3 +121,21 @@ def test_conditional_generation_quick(tmp_path):
     width, height = Image.open(out).size
     # make_grid: 3 rows (classes) and 4 columns of 28x28 images with 2-pixel padding
     assert (width, height) == (4 * 30 + 2, 3 * 30 + 2)
+
+
+def test_mnist_augment_option_transforms_digits_without_mirroring(tmp_path):
+    example = load_example("mnist_100_labels")
+    assert example.training_config(example.parse_args([]), epochs=1).augment == "none"
+    config = example.training_config(example.parse_args(["--augment", "1", "--device", "cpu"]), epochs=1)
+    assert (config.augment, config.augment_probability, config.augment_flip) == ("device", 1.0, False)
+    images = torch.zeros((40, 28, 28), dtype=torch.uint8)
+    images[:, 4:24, 8:12] = 255  # a bar left of the centre: a mirror would put it right of the centre
+    data = example.mnist_training_data(images, torch.arange(40) % 10, 1, seed=0, train_size=30, val_size=10)
+    trainer = example.Trainer(example.build_model(a_dim=4, z_dim=4, hidden=(8,), pixels="grey"), data, config, tmp_path / "run")
+    assert trainer.augment.settings.flip is False
+    torch.manual_seed(0)
+    x = trainer._inputs(images)
+    assert not torch.equal(x, images[:, None].float() / 255)  # transformed
+    columns = torch.arange(28, dtype=torch.float)
+    centre_of_mass = (x.sum(dim=(1, 2)) * columns).sum(-1) / x.sum(dim=(1, 2, 3))
+    assert centre_of_mass.max() < 13.5  # every bar stays left of the centre (10 before, at most 1.4 px shift plus scale/rotation)

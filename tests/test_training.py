@@ -95,10 +95,14 @@ def test_cosine_schedule_resumes_exactly(tmp_path, learn_class_prior):
 
 def test_settings_saved_before_a_field_existed_resume_as_they_ran():
     saved = tiny_config().to_dict()
+    saved["augment_flip"] = False
     del saved["labelled_weighting"], saved["weight_average_decay"], saved["lr_schedule"], saved["augment_probability"]
+    assert TrainConfig.from_dict(saved).augment_flip is False
+    del saved["augment_flip"]
     config = TrainConfig.from_dict(saved)
     assert config.labelled_weighting == "bound" and config.weight_average_decay is None
     assert config.lr_schedule == "constant" and config.augment_probability == 1.0
+    assert config.augment_flip is True  # every run before the field existed mirrored its images
     assert TrainConfig.from_dict(tiny_config().to_dict()) == tiny_config()
 
 
