@@ -106,7 +106,8 @@ def training_config(args: argparse.Namespace, epochs: int) -> TrainConfig:
     ``--pixels grey``."""
     return TrainConfig(task="mnist", labels_per_class=args.labels_per_class, epochs=epochs, batch_size=args.batch_size,
                        warmup_epochs=args.warmup_epochs, beta=args.beta, labelled_weighting=args.labelled_weighting,
-                       lr=args.lr, lr_schedule=args.lr_schedule, device=args.device, seed=args.seed, augment="device" if args.augment > 0 else "none", augment_probability=args.augment or 0.5,
+                       lr=args.lr, lr_schedule=args.lr_schedule, device=args.device, seed=args.seed, augment="device" if args.augment > 0 else "none",
+                       augment_probability=args.augment if args.augment > 0 else TrainConfig.augment_probability,
                        augment_flip=False, binarize=args.pixels == "binarised",
                        max_seconds=args.hours * 3600 if args.hours else None)  # fmt: skip
 
@@ -146,7 +147,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--skip-test", action="store_true", help="do not read the test set (for tuning runs)")
     parser.add_argument("--quick", action="store_true", help="a few steps on 1,000 images, small networks")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.augment <= 1.0:
+        parser.error(f"--augment: expected a probability in [0, 1], got {args.augment:g}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:

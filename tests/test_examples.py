@@ -128,6 +128,9 @@ def test_mnist_augment_option_transforms_digits_without_mirroring(tmp_path):
     assert example.training_config(example.parse_args([]), epochs=1).augment == "none"
     config = example.training_config(example.parse_args(["--augment", "1", "--device", "cpu"]), epochs=1)
     assert (config.augment, config.augment_probability, config.augment_flip) == ("device", 1.0, False)
+    for bad in ("1.5", "-0.5"):
+        with pytest.raises(SystemExit):
+            example.parse_args(["--augment", bad])
     images = torch.zeros((40, 28, 28), dtype=torch.uint8)
     images[:, 4:24, 8:12] = 255  # a bar left of the centre: a mirror would put it right of the centre
     data = example.mnist_training_data(images, torch.arange(40) % 10, 1, seed=0, train_size=30, val_size=10)
