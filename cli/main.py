@@ -53,6 +53,7 @@ app.add_command(prepare)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TrainConfig.lr_schedule, show_default=True, help="constant (the paper's); cosine: decay to 0 over the run's epochs; warmup-cosine: full rate through the warm-up, then the cosine.")
 @click.option("--variant", type=click.Choice(VARIANTS), default="adgm", show_default=True, help="adgm: p(x|z,y) p(a|z,y,x); sdgm: the paper's skip-connected model p(a|z,y) p(x|a,z,y), same inference networks.")
+@click.option("--likelihood", type=click.Choice(runs.TRAINABLE_LIKELIHOODS), default="gaussian", show_default=True, help="p(x|z,y): gaussian (the paper's: a learned mean and scale per pixel), or bernoulli-grey (the cross-entropy of grey levels, as many M2 implementations on MNIST).")
 @click.option("--class-prior", default=None, metavar="|".join(CLASS_PRIORS) + "|NAME=P,...", help="p(y): fixed uniform; learned from the unlabelled images (empirical Bayes); or fixed at known class shares, e.g. normal=0.26,abnormal=0.74 (the prevalence where the images come from). Default: learned for adgm, uniform for supervised.")
 @click.option("--label-weights", type=click.Choice(LABEL_WEIGHTS), default="prior", show_default=True, help="prior: each labelled image's classification term times K * p(y), fitting q(y|a,x) to the class shares of p(y) rather than the labelled set's equal shares (all 1 under a uniform p(y)); equal: the paper's.")
 @click.option("--class-prior-lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.class_prior_lr, show_default=True, help="Adam's rate for a learned p(y).")
@@ -66,7 +67,7 @@ app.add_command(prepare)
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped (other options but --epochs are taken from it).")
 @one_line_errors
 def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, batch_size, image_size, warmup_epochs,
-          unlabelled_warmup_epochs, beta, labelled_weighting, lr, lr_schedule, variant, class_prior, label_weights,
+          unlabelled_warmup_epochs, beta, labelled_weighting, lr, lr_schedule, variant, likelihood, class_prior, label_weights,
           class_prior_lr, weight_average_decay, device, seed, augment, augment_probability, augment_flip, out_dir, resume_dir):  # fmt: skip
     """Train an ADGM (or the supervised baseline) and write a run directory.
 
@@ -86,7 +87,7 @@ def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, 
                              weight_average_decay=weight_average_decay or None, class_prior_lr=class_prior_lr)  # fmt: skip
         demo = {"n_images": demo_images, "image_size": demo_size, "seed": DEMO_DEFAULTS["seed"]}
         report, run_dir = runs.train(config, data=data, demo=demo, image_size=image_size, run_dir=out_dir,
-                                     model_options=runs.model_options_for(method, class_prior, label_weights, variant))  # fmt: skip
+                                     model_options=runs.model_options_for(method, class_prior, label_weights, variant, likelihood))  # fmt: skip
     click.echo(format_report(report))
     click.echo(f"run directory: {run_dir}")
 

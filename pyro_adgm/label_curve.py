@@ -28,7 +28,8 @@ from pyro_adgm.training import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-ROW_COLUMNS = ("method", "labels_per_class", "seed", "val_accuracy", "test_accuracy", "test_roc_auc", "seconds", "run_dir")
+ROW_COLUMNS = ("method", "labels_per_class", "seed", "val_accuracy", "final_val_accuracy", "test_accuracy", "test_roc_auc",
+               "seconds", "run_dir")  # fmt: skip
 
 
 def run_dir_name(method: str, labels_per_class: int, seed: int) -> str:
@@ -58,8 +59,9 @@ def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], metho
     dataset has no such split), or None.
 
     Rows (also written to ``out_dir/label_curve.csv``): method, labels_per_class, seed, val_accuracy (of the
-    best checkpoint), test_accuracy and test_roc_auc (on ``evaluate_split``; None when not evaluated), seconds
-    (training time: the sum of the epochs' seconds in ``metrics.csv``) and run_dir.
+    best checkpoint), final_val_accuracy (of the last epoch: how much of it the run held), test_accuracy and
+    test_roc_auc (on ``evaluate_split``; None when not evaluated), seconds (training time: the sum of the epochs'
+    seconds in ``metrics.csv``) and run_dir.
     """
     out_dir = Path(out_dir)
     evaluate_split = evaluate_split if evaluate_split and has_split(data, demo, task, evaluate_split) else None
@@ -101,22 +103,25 @@ def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model
         else:
             test = runs.evaluate(run_dir / "best.pt", data=data, split=evaluate_split, device=config.device)
     with open(run_dir / "metrics.csv", newline="") as handle:
-        seconds = sum(float(r["seconds"]) for r in csv.DictReader(handle))
+        epochs = list(csv.DictReader(handle))
     return {
         "method": config.method, "labels_per_class": config.labels_per_class, "seed": config.seed,
-        "val_accuracy": report["accuracy"], "test_accuracy": test["accuracy"] if test else None,
-        "test_roc_auc": test["roc_auc"] if test else None, "seconds": round(seconds, 1), "run_dir": str(run_dir),
+        "val_accuracy": report["accuracy"], "final_val_accuracy": float(epochs[-1]["val_accuracy"]),
+        "test_accuracy": test["accuracy"] if test else None, "test_roc_auc": test["roc_auc"] if test else None, "seconds": round(sum(float(e["seconds"]) for e in epochs), 1),
+        "run_dir": str(run_dir),
     }  # fmt: skip
 
 
 #: model settings a reused run must share with the ones asked for; a config saved before a field existed gets the
-#: value such a run loads with (the ADGM, a fixed p(y), unweighted labels)
-COMPARED_MODEL_FIELDS = {"variant": "adgm", "learn_class_prior": False, "prior_weighted_labels": False, "class_prior": None}
+#: value such a run loads with (the ADGM, a Gaussian p(x|z,y), a fixed p(y), unweighted labels)
+COMPARED_MODEL_FIELDS = {"variant": "adgm", "likelihood": "gaussian", "learn_class_prior": False,
+                         "prior_weighted_labels": False, "class_prior": None}  # fmt: skip
 
 
 def check_same_model(saved: dict, model_options: dict, run_dir: Path) -> None:
     """Refuse (InputError) to reuse the run in ``run_dir``, whose ``config.json`` is ``saved``, when its model
-    differs from ``model_options`` in the variant or the p(y) settings: it would be reported as the new one.
+    differs from ``model_options`` in the variant, the likelihood or the p(y) settings: it would be reported as
+    the new one.
     (Under a fixed uniform p(y) weighting the labels by K * p(y) changes nothing, so that flag is not compared.)"""
     have = {**COMPARED_MODEL_FIELDS, **saved["model"]}
     want = {**COMPARED_MODEL_FIELDS, **model_options}
@@ -164,14 +169,15 @@ def mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None,
 
 def summarise(rows: Sequence[dict]) -> list[dict]:
     """One row per (method, labels_per_class), in the order first seen: runs, and mean / sd over seeds of
-    val_accuracy, test_accuracy, test_roc_auc (keys ``<metric>_mean``, ``<metric>_sd``)."""
+    val_accuracy, final_val_accuracy, test_accuracy, test_roc_auc (keys ``<metric>_mean``, ``<metric>_sd``;
+    None where no row has the metric)."""
     groups: dict[tuple[str, int], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["method"], int(row["labels_per_class"])), []).append(row)
     summary = []
     for (method, n), members in groups.items():
         entry = {"method": method, "labels_per_class": n, "runs": len(members)}
-        for metric in ("val_accuracy", "test_accuracy", "test_roc_auc"):
+        for metric in ("val_accuracy", "final_val_accuracy", "test_accuracy", "test_roc_auc"):
             entry[f"{metric}_mean"], entry[f"{metric}_sd"], _ = mean_sd([m.get(metric) for m in members])
         summary.append(entry)
     return summary

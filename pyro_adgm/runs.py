@@ -122,8 +122,14 @@ def resolve_known_prior(shares: dict[str, float], class_names: Sequence[str]) ->
     return [shares[name] / total for name in class_names]
 
 
-def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "prior", variant: str = "adgm") -> dict:
-    """The :class:`ADGM` keyword arguments that set p(y), the weights of the labelled images and the variant.
+#: the likelihoods p(x|z,y) a run from grey-level images can be given (a Bernoulli needs binarised images)
+TRAINABLE_LIKELIHOODS = ("gaussian", "bernoulli-grey")
+
+
+def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "prior", variant: str = "adgm",
+                      likelihood: str = "gaussian") -> dict:  # fmt: skip
+    """The :class:`ADGM` keyword arguments that set p(y), the weights of the labelled images, the variant and
+    the likelihood p(x|z,y).
 
     class_prior: ``"uniform"`` (fixed), ``"learned"`` (from the unlabelled images), or known class shares
     ``"NAME=P,NAME=P"`` (fixed at those, e.g. the prevalence where the images come from; returned as
@@ -135,6 +141,9 @@ def model_options_for(method: str, class_prior: str | None = None, label_weights
     by the learned class prior", has the figures behind these defaults.
     variant: ``"adgm"`` or ``"sdgm"`` (the skip-connected generative model); the supervised baseline has no
     generative model (it trains q(a|x) and q(y|a,x) only), so it takes ``"adgm"`` alone.
+    likelihood: ``"gaussian"`` (the paper's) or ``"bernoulli-grey"`` (the cross-entropy of grey levels in [0, 1]);
+    ``"bernoulli"`` needs binary images, which the command line does not make, so it is for Python use. Again
+    ``"gaussian"`` alone for the supervised baseline.
     """
     if class_prior is None:
         class_prior = "learned" if method == "adgm" else "uniform"
@@ -142,12 +151,17 @@ def model_options_for(method: str, class_prior: str | None = None, label_weights
         raise InputError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
     if method == "supervised" and variant != "adgm":
         raise InputError(f"variant {variant!r}: the supervised baseline trains q(a|x) and q(y|a,x) only, it has no generative model to vary")
+    if likelihood not in TRAINABLE_LIKELIHOODS:
+        raise InputError(f"likelihood: expected one of {', '.join(TRAINABLE_LIKELIHOODS)}, got {likelihood!r}")
+    if method == "supervised" and likelihood != "gaussian":
+        raise InputError(f"likelihood {likelihood!r}: the supervised baseline trains q(a|x) and q(y|a,x) only, it has no p(x|z,y)")
     known = parse_known_prior(class_prior)
     if known is None and class_prior not in CLASS_PRIORS:
         raise InputError(f"class prior: expected one of {', '.join(CLASS_PRIORS)} or NAME=P,NAME=P shares, got {class_prior!r}")
     if label_weights not in LABEL_WEIGHTS:
         raise InputError(f"label weights: expected one of {', '.join(LABEL_WEIGHTS)}, got {label_weights!r}")
-    options = {"learn_class_prior": class_prior == "learned", "prior_weighted_labels": label_weights == "prior", "variant": variant}
+    options = {"learn_class_prior": class_prior == "learned", "prior_weighted_labels": label_weights == "prior", "variant": variant,
+               "likelihood": likelihood}
     return {**options, "class_prior": known} if known is not None else options
 
 

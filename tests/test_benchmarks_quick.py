@@ -1,5 +1,6 @@
 """The benchmark scripts in --quick mode, so they don't rot; the Pyro-overhead one also checks its objective."""
 
+import csv
 import importlib.util
 from pathlib import Path
 
@@ -31,14 +32,21 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
     for name in ("label_curve.csv", "summary.md", "accuracy_vs_labels.png", "val_curves.png"):
         assert (tmp_path / name).is_file(), name
     assert "| adgm | 3 | 1 |" in (tmp_path / "summary.md").read_text()
+    for row in rows:  # how much of its best validation accuracy each run held: that of its last epoch
+        with open(Path(row["run_dir"]) / "metrics.csv", newline="") as handle:
+            assert row["final_val_accuracy"] == float(list(csv.DictReader(handle))[-1]["val_accuracy"])
+    # the ADGM runs there have a Gaussian p(x|z,y): not reported as runs of another likelihood
+    with pytest.raises(InputError, match="holds a run with model likelihood = gaussian, not the bernoulli-grey asked for"):
+        load("label_sweep").main(["--quick", "--methods", "adgm", "--likelihood", "bernoulli-grey", "--out", str(tmp_path)])
     # the ADGM runs in that folder are not reported as SDGM runs
     with pytest.raises(InputError, match="holds a run with model variant = adgm, not the sdgm asked for"):
         load("label_sweep").main(["--quick", "--methods", "adgm", "--variant", "sdgm", "--out", str(tmp_path)])
     # nor the learned-p(y) runs as runs with a known p(y)
     with pytest.raises(InputError, match="holds a run with model learn_class_prior = True, not the False asked for"):
         load("label_sweep").main(["--quick", "--methods", "adgm", "--class-prior", "normal=0.3,abnormal=0.7", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):  # the supervised baseline has no generative model to vary
-        load("label_sweep").main(["--quick", "--variant", "sdgm", "--out", str(tmp_path / "other")])
+    for setting in (["--variant", "sdgm"], ["--likelihood", "bernoulli-grey"]):  # the baseline has no generative model
+        with pytest.raises(SystemExit):
+            load("label_sweep").main(["--quick", *setting, "--out", str(tmp_path / "other")])
 
 
 def test_gpu_throughput_quick_times_steps_and_epochs(tmp_path):

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import app
+from pyro_adgm.likelihoods import GreyBernoulliLikelihood
+from pyro_adgm.runs import load_model
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--device", "cpu", "--demo-images", "120", "--demo-size", "28"]
 
@@ -100,10 +102,14 @@ def test_adgm_defaults_to_a_learned_prior_and_prior_weighted_labels(run_dir):
 
 def test_sdgm_variant_trains_and_samples(tmp_path):
     out = tmp_path / "sdgm"
-    result = invoke("train", "--task", "2class", "--labels", "5", "--variant", "sdgm", "--no-augment-flip", "--out", out, *FAST)
+    result = invoke("train", "--task", "2class", "--labels", "5", "--variant", "sdgm", "--no-augment-flip",
+                    "--likelihood", "bernoulli-grey", "--out", out, *FAST)  # fmt: skip
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["variant"] == "sdgm" and config["train"]["augment_flip"] is False
+    assert config["model"]["likelihood"] == "bernoulli-grey"
+    model, _ = load_model(out / "best.pt", "cpu")  # the checkpoint rebuilds the likelihood it was trained with
+    assert isinstance(model.likelihood, GreyBernoulliLikelihood)
     result = invoke("sample", "--checkpoint", out / "best.pt", "--class", "abnormal", "--n", 4, "--out", tmp_path / "s.png")
     assert result.exit_code == 0, result.output
     assert np.asarray(Image.open(tmp_path / "s.png")).shape == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)
@@ -131,6 +137,8 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["train", *FAST, "--label-weights", "heavy"], ["--label-weights"]),
         (["train", *FAST, "--variant", "m2"], ["--variant"]),
         (["train", *FAST, "--labels", "5", "--method", "supervised", "--variant", "sdgm"], ["variant 'sdgm'", "supervised"]),
+        (["train", *FAST, "--likelihood", "bernoulli"], ["--likelihood"]),
+        (["train", *FAST, "--labels", "5", "--method", "supervised", "--likelihood", "bernoulli-grey"], ["likelihood 'bernoulli-grey'", "supervised"]),
         (["train", *FAST, "--labels", "5", "--class-prior", "normal=0.5,opacity=0.5"], ["class prior", "unknown: opacity"]),
         (["train", *FAST, "--labels", "5", "--class-prior", "flat"], ["class prior", "got 'flat'"]),
     ],

@@ -28,6 +28,9 @@ def test_the_same_settings_are_reused():
     "saved, options, message",
     [
         (LEARNED, model_options_for("adgm", variant="sdgm"), "variant = adgm, not the sdgm"),
+        # saved before the likelihood was compared: such a run has the Gaussian
+        (LEARNED, model_options_for("adgm", likelihood="bernoulli-grey"), "likelihood = gaussian, not the bernoulli-grey"),
+        (saved_config(**{**LEARNED["model"], "likelihood": "bernoulli-grey"}), model_options_for("adgm"), "likelihood = bernoulli-grey, not the gaussian"),
         (LEARNED, model_options_for("adgm", "normal=0.25,abnormal=0.75"), "learn_class_prior = True, not the False"),
         (KNOWN, model_options_for("adgm", "normal=0.3,abnormal=0.7"), r"class_prior = \[0.25, 0.75\], not the \[0.3, 0.7\]"),
         (KNOWN, model_options_for("supervised"), r"class_prior = \[0.25, 0.75\], not the uniform"),

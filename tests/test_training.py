@@ -210,21 +210,27 @@ def test_labelled_batch_is_scaled_as_the_weighting_says(tmp_path, weighting, exp
 
 
 def test_model_options_default_to_a_learned_prior_for_the_adgm_and_a_uniform_one_for_the_baseline():
-    assert model_options_for("adgm") == {"learn_class_prior": True, "prior_weighted_labels": True, "variant": "adgm"}
-    assert model_options_for("supervised") == {"learn_class_prior": False, "prior_weighted_labels": True, "variant": "adgm"}
-    assert model_options_for("adgm", "uniform", "equal", "sdgm") == {"learn_class_prior": False, "prior_weighted_labels": False,
-                                                                   "variant": "sdgm"}  # fmt: skip
+    paper = {"variant": "adgm", "likelihood": "gaussian"}
+    assert model_options_for("adgm") == {"learn_class_prior": True, "prior_weighted_labels": True, **paper}
+    assert model_options_for("supervised") == {"learn_class_prior": False, "prior_weighted_labels": True, **paper}
+    assert model_options_for("adgm", "uniform", "equal", "sdgm", "bernoulli-grey") == {
+        "learn_class_prior": False, "prior_weighted_labels": False, "variant": "sdgm", "likelihood": "bernoulli-grey"}  # fmt: skip
     with pytest.raises(InputError, match="class prior: expected one of uniform, learned or NAME=P,NAME=P shares, got 'flat'"):
         model_options_for("adgm", "flat")
     with pytest.raises(InputError, match="label weights: expected one of prior, equal, got 'none'"):
         model_options_for("adgm", label_weights="none")
     with pytest.raises(InputError, match="variant: expected one of adgm, sdgm, got 'm2'"):
         model_options_for("adgm", variant="m2")
+    # a Bernoulli needs binary images, which a run from grey levels does not make
+    with pytest.raises(InputError, match="likelihood: expected one of gaussian, bernoulli-grey, got 'bernoulli'"):
+        model_options_for("adgm", likelihood="bernoulli")
+    with pytest.raises(InputError, match="likelihood 'bernoulli-grey': the supervised baseline .* has no p\\(x\\|z,y\\)"):
+        model_options_for("supervised", likelihood="bernoulli-grey")
 
 
 def test_known_class_shares_become_a_fixed_prior_in_the_task_s_class_order(tmp_path):
     options = model_options_for("adgm", "abnormal=0.75, normal=0.25")
-    assert options == {"learn_class_prior": False, "prior_weighted_labels": True, "variant": "adgm",
+    assert options == {"learn_class_prior": False, "prior_weighted_labels": True, "variant": "adgm", "likelihood": "gaussian",
                        "class_prior": {"abnormal": 0.75, "normal": 0.25}}  # fmt: skip
     trainer = prepare_trainer(tiny_config(task="2class"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options={**SMALL_MODEL, **options})
     assert trainer.data.class_names == ("normal", "abnormal")
