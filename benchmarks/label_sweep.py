@@ -97,6 +97,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--labelled-weighting", choices=("balanced", "bound"), default=TrainConfig.labelled_weighting)
     parser.add_argument("--beta", type=float, default=TrainConfig.beta,
                         help="weight of the classification term, alpha = beta * (N_l + N_u) / N_l")
+    parser.add_argument("--unlabelled-weight", type=float, default=TrainConfig.unlabelled_weight,
+                        help="the ADGM's unlabelled-term weight at the end of its ramp (1: J^alpha)")
     parser.add_argument("--weight-average-decay", type=float, default=TrainConfig.weight_average_decay,
                         help="per-step decay of the evaluated weight average (0: the raw weights)")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainConfig.lr_schedule)
@@ -122,6 +124,8 @@ def main(argv=None) -> list[dict]:
         parser.error(f"--likelihood {args.likelihood} is an ADGM setting (the supervised baseline has no generative model): add --methods adgm")
     if args.class_prior == "learned" and "supervised" in args.methods:
         parser.error("--class-prior learned is an ADGM setting (the supervised baseline has no p(y)): add --methods adgm")
+    if not args.unlabelled_weight > 0:
+        parser.error(f"--unlabelled-weight: expected a positive number, got {args.unlabelled_weight:g}")
     for method in args.methods:
         try:
             model_options_for(method, args.class_prior, args.label_weights, args.variant if method == "adgm" else "adgm",
@@ -130,11 +134,11 @@ def main(argv=None) -> list[dict]:
             parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} --weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--variant {args.variant} ' if args.variant != 'adgm' else ''}{f'--likelihood {args.likelihood} ' if args.likelihood != 'gaussian' else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} {f'--unlabelled-weight {args.unlabelled_weight:g} ' if args.unlabelled_weight != 1 else ''}--weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--variant {args.variant} ' if args.variant != 'adgm' else ''}{f'--likelihood {args.likelihood} ' if args.likelihood != 'gaussian' else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
                  "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting,
-                 "beta": args.beta, "lr_schedule": args.lr_schedule, "augment_probability": args.augment_probability}
+                 "beta": args.beta, "unlabelled_weight": args.unlabelled_weight, "lr_schedule": args.lr_schedule, "augment_probability": args.augment_probability}
     if args.quick:
         data, demo = None, {"n_images": 150, "image_size": 28, "seed": 0}
         args.labels, args.seeds, args.epochs = [3], [0], 1

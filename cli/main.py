@@ -48,6 +48,7 @@ app.add_command(prepare)
 @click.option("--image-size", type=click.IntRange(16, 256), default=None, help="Resize images to this side, 16 to 256 (default: the dataset's).")
 @click.option("--warmup-epochs", type=click.FloatRange(min=0), default=TrainConfig.warmup_epochs, show_default=True, help="KL weight rises 0 -> 1 over this many epochs.")
 @click.option("--unlabelled-warmup-epochs", type=click.FloatRange(min=0), default=None, help="The unlabelled term's weight rises 0 -> 1 over this many epochs (default: as --warmup-epochs; 0: off).")
+@click.option("--unlabelled-weight", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.unlabelled_weight, show_default=True, help="The weight the unlabelled term's ramp ends at (1: the paper's J^alpha).")
 @click.option("--beta", type=click.FloatRange(min=0), default=TrainConfig.beta, show_default=True, help="alpha = beta * (N_l + N_u) / N_l.")
 @click.option("--labelled-weighting", type=click.Choice(LABELLED_WEIGHTINGS), default=TrainConfig.labelled_weighting, show_default=True, help="bound: each labelled image counts once in J^alpha; balanced: each step's labelled batch weighs as much as its unlabelled batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
@@ -67,7 +68,7 @@ app.add_command(prepare)
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped (other options but --epochs are taken from it).")
 @one_line_errors
 def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, batch_size, image_size, warmup_epochs,
-          unlabelled_warmup_epochs, beta, labelled_weighting, lr, lr_schedule, variant, likelihood, class_prior, label_weights,
+          unlabelled_warmup_epochs, unlabelled_weight, beta, labelled_weighting, lr, lr_schedule, variant, likelihood, class_prior, label_weights,
           class_prior_lr, weight_average_decay, device, seed, augment, augment_probability, augment_flip, out_dir, resume_dir):  # fmt: skip
     """Train an ADGM (or the supervised baseline) and write a run directory.
 
@@ -81,7 +82,8 @@ def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, 
         report, run_dir = runs.resume(resume_dir, epochs=epochs)
     else:
         config = TrainConfig(task=task, labels_per_class=labels_per_class, epochs=epochs, batch_size=batch_size,
-                             warmup_epochs=warmup_epochs, unlabelled_warmup_epochs=unlabelled_warmup_epochs, beta=beta, lr=lr, lr_schedule=lr_schedule, device=device, seed=seed, augment=augment,
+                             warmup_epochs=warmup_epochs, unlabelled_warmup_epochs=unlabelled_warmup_epochs,
+                             unlabelled_weight=unlabelled_weight, beta=beta, lr=lr, lr_schedule=lr_schedule, device=device, seed=seed, augment=augment,
                              augment_probability=augment_probability, augment_flip=augment_flip,
                              method=method, labelled_weighting=labelled_weighting,
                              weight_average_decay=weight_average_decay or None, class_prior_lr=class_prior_lr)  # fmt: skip

@@ -85,7 +85,9 @@ def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model
     """Train (or continue, or skip) one run and evaluate it; the row of :func:`run_label_curve`."""
     saved_config = run_dir / "config.json"
     if saved_config.exists():  # a finished or stopped run is reused only if it is the model asked for
-        check_same_model(json.loads(saved_config.read_text()), model_options, run_dir)
+        saved = json.loads(saved_config.read_text())
+        check_same_model(saved, model_options, run_dir)
+        check_same_training(saved, config, run_dir)
     if (run_dir / "report.json").exists():
         if not json.loads((run_dir / "report.json").read_text()).get("complete", True):
             logger.warning("%s: stopped by its time limit before its last epoch; reported as it is", run_dir)
@@ -139,6 +141,21 @@ def check_same_model(saved: dict, model_options: dict, run_dir: Path) -> None:
             shown = {k: "uniform" if v is None else v for k, v in (("have", have[field]), ("want", want[field]))}
             raise InputError(f"{run_dir}: holds a run with model {field} = {shown['have']}, not the {shown['want']} "
                              "asked for; choose another output folder")  # fmt: skip
+
+
+#: training settings a reused run must share with the ones asked for (with the value of a config saved before the
+#: field existed), and the methods they change: the supervised baseline has no unlabelled term
+COMPARED_TRAIN_FIELDS = {"beta": (1.0, ("adgm", "supervised")), "unlabelled_weight": (1.0, ("adgm",))}
+
+
+def check_same_training(saved: dict, config: TrainConfig, run_dir: Path) -> None:
+    """Refuse (InputError) to reuse the run in ``run_dir`` (``config.json`` = ``saved``) when it was trained
+    with another β or (ADGM) another final unlabelled weight than ``config``: it would be reported as the new one."""
+    for field, (default, methods) in COMPARED_TRAIN_FIELDS.items():
+        have, want = saved.get("train", {}).get(field, default), getattr(config, field)
+        if config.method in methods and not same_setting(have, want):
+            raise InputError(f"{run_dir}: holds a run trained with {field} = {have:g}, not the {want:g} asked for; "
+                             "choose another output folder")  # fmt: skip
 
 
 def same_setting(have, want) -> bool:

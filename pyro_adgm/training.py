@@ -73,6 +73,9 @@ class TrainConfig:
     # shape it (BENCHMARKS.md, "Classifier collapse"); after the ramp the objective is J^alpha (with
     # labelled_weighting "bound"; "balanced" weighs the labelled part more, below).
     unlabelled_warmup_epochs: float | None = None
+    # the weight the unlabelled term's ramp ends at (1: J^alpha). Below 1 the unlabelled images count as that
+    # fraction of themselves for the whole run after the ramp (BENCHMARKS.md, "A smaller unlabelled weight").
+    unlabelled_weight: float = 1.0
     beta: float = 1.0
     # "balanced": a step's labelled batch is scaled by N_u / B_l, so that it weighs as much as the unlabelled
     # batch (N_u / B_u) and each labelled image counts N_u / N_l times, its alpha * log q(y|a,x) term too, as in
@@ -199,6 +202,8 @@ class Trainer:
                              f"got {config.labelled_weighting!r}")  # fmt: skip
         if config.lr_schedule not in LR_SCHEDULES:
             raise InputError(f"lr_schedule: expected one of {', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}")
+        if not (math.isfinite(config.unlabelled_weight) and config.unlabelled_weight > 0):
+            raise InputError(f"unlabelled_weight: expected a positive number, got {config.unlabelled_weight}")
         self.config = config
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
@@ -385,7 +390,8 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.resolved_epochs()}", leave=False, disable=None)
         for step, (x_l, y_l, x_u) in enumerate(self._batches(generator)):
             kl_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.warmup_epochs)
-            unlabelled_weight = kl_warmup_weight(self.epoch, step, self.steps_per_epoch, cfg.resolved_unlabelled_warmup())
+            unlabelled_weight = cfg.unlabelled_weight * kl_warmup_weight(self.epoch, step, self.steps_per_epoch,
+                                                                         cfg.resolved_unlabelled_warmup())
             loss = self._step(x_l, y_l, x_u, kl_weight, unlabelled_weight)
             if cfg.lr_schedule != "constant":
                 # the rate of the next step, set now so that last.pt (whose optimiser state holds it) resumes exactly

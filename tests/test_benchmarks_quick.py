@@ -44,6 +44,16 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
     # nor the learned-p(y) runs as runs with a known p(y)
     with pytest.raises(InputError, match="holds a run with model learn_class_prior = True, not the False asked for"):
         load("label_sweep").main(["--quick", "--methods", "adgm", "--class-prior", "normal=0.3,abnormal=0.7", "--out", str(tmp_path)])
+    # nor the full-unlabelled-term runs as runs with a smaller final weight; the baseline, which has none, is reused
+    with pytest.raises(InputError, match="holds a run trained with unlabelled_weight = 1, not the 0.1 asked for"):
+        load("label_sweep").main(["--quick", "--unlabelled-weight", "0.1", "--out", str(tmp_path)])
+    baseline = Path(next(r["run_dir"] for r in rows if r["method"] == "supervised")) / "report.json"
+    written = baseline.stat().st_mtime_ns
+    reused = load("label_sweep").main(["--quick", "--methods", "supervised", "--unlabelled-weight", "0.1", "--out", str(tmp_path)])
+    assert [r["val_accuracy"] for r in reused] == [r["val_accuracy"] for r in rows if r["method"] == "supervised"]
+    assert baseline.stat().st_mtime_ns == written  # not trained again
+    with pytest.raises(SystemExit):
+        load("label_sweep").main(["--quick", "--unlabelled-weight", "0", "--out", str(tmp_path / "other")])
     for setting in (["--variant", "sdgm"], ["--likelihood", "bernoulli-grey"]):  # the baseline has no generative model
         with pytest.raises(SystemExit):
             load("label_sweep").main(["--quick", *setting, "--out", str(tmp_path / "other")])

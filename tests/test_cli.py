@@ -138,6 +138,7 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["train", *FAST, "--variant", "m2"], ["--variant"]),
         (["train", *FAST, "--labels", "5", "--method", "supervised", "--variant", "sdgm"], ["variant 'sdgm'", "supervised"]),
         (["train", *FAST, "--likelihood", "bernoulli"], ["--likelihood"]),
+        (["train", *FAST, "--unlabelled-weight", "0"], ["--unlabelled-weight"]),
         (["train", *FAST, "--labels", "5", "--method", "supervised", "--likelihood", "bernoulli-grey"], ["likelihood 'bernoulli-grey'", "supervised"]),
         (["train", *FAST, "--labels", "5", "--class-prior", "normal=0.5,opacity=0.5"], ["class prior", "unknown: opacity"]),
         (["train", *FAST, "--labels", "5", "--class-prior", "flat"], ["class prior", "got 'flat'"]),

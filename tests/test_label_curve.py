@@ -1,12 +1,13 @@
-"""Reusing run folders in label curves: a run is reused only if its model is the one asked for."""
+"""Reusing run folders in label curves: a run is reused only if its model and training settings are the ones asked for."""
 
 from pathlib import Path
 
 import pytest
 
 from data_tools.errors import InputError
-from pyro_adgm.label_curve import check_same_model
+from pyro_adgm.label_curve import check_same_model, check_same_training
 from pyro_adgm.runs import model_options_for
+from pyro_adgm.training import TrainConfig
 
 RUN = Path("runs/sweep/adgm-10labels-seed0")
 
@@ -54,3 +55,20 @@ def test_label_weights_do_not_matter_under_a_uniform_prior():
 def test_known_shares_naming_another_task_s_classes_are_refused():
     with pytest.raises(InputError, match="unknown: opacity; missing: abnormal"):
         check_same_model(KNOWN, model_options_for("adgm", "normal=0.25,opacity=0.75"), RUN)
+
+
+def test_a_run_trained_with_another_beta_or_unlabelled_weight_is_refused():
+    saved = {"train": {"beta": 1.0, "unlabelled_weight": 0.25}}
+    check_same_training(saved, TrainConfig(beta=1.0, unlabelled_weight=0.25), RUN)
+    with pytest.raises(InputError, match="trained with unlabelled_weight = 0.25, not the 1 asked for"):
+        check_same_training(saved, TrainConfig(), RUN)
+    with pytest.raises(InputError, match="trained with beta = 1, not the 10 asked for"):
+        check_same_training(saved, TrainConfig(beta=10, unlabelled_weight=0.25), RUN)
+    # saved before the field existed: such a run had the full unlabelled term
+    with pytest.raises(InputError, match="unlabelled_weight = 1, not the 0.5"):
+        check_same_training({"train": {"beta": 1.0}}, TrainConfig(unlabelled_weight=0.5), RUN)
+
+
+def test_the_supervised_baseline_is_reused_whatever_the_unlabelled_weight():
+    # it has no unlabelled term, so one set of baseline runs serves sweeps of the ADGM's weight
+    check_same_training({"train": {"beta": 1.0}}, TrainConfig(method="supervised", unlabelled_weight=0.25), RUN)

@@ -98,8 +98,9 @@ def test_settings_saved_before_a_field_existed_resume_as_they_ran():
     saved["augment_flip"] = False
     del saved["labelled_weighting"], saved["weight_average_decay"], saved["lr_schedule"], saved["augment_probability"]
     assert TrainConfig.from_dict(saved).augment_flip is False
-    del saved["augment_flip"]
+    del saved["augment_flip"], saved["unlabelled_weight"]
     config = TrainConfig.from_dict(saved)
+    assert config.unlabelled_weight == 1.0  # the full unlabelled term
     assert config.labelled_weighting == "bound" and config.weight_average_decay is None
     assert config.lr_schedule == "constant" and config.augment_probability == 1.0
     assert config.augment_flip is True  # every run before the field existed mirrored its images
@@ -207,6 +208,28 @@ def test_labelled_batch_is_scaled_as_the_weighting_says(tmp_path, weighting, exp
     assert len(seen) == trainer.steps_per_epoch
     assert {k["labelled_size"] for k in seen} == {sizes[expected]}
     assert {k["unlabelled_size"] for k in seen} == {sizes["unlabelled"]}
+
+
+def test_unlabelled_weight_ramps_to_the_final_weight_asked_for(tmp_path):
+    # warm-up over 2 epochs, ending at 0.3: each step passes 0.3 * (its ramp weight) to the program
+    config = tiny_config(epochs=1, warmup_epochs=2, unlabelled_weight=0.3)
+    trainer = prepare_trainer(config, demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    seen = []
+    step = trainer.svi.step
+    trainer.svi.step = lambda *args, **kwargs: seen.append(kwargs) or step(*args, **kwargs)
+    trainer.train_epoch()
+    trainer.epoch = 2  # past the ramp
+    trainer.train_epoch()
+    n = trainer.steps_per_epoch
+    ramp = [0.3 * (i + 1) / (2 * n) for i in range(n)]
+    assert [k["unlabelled_weight"] for k in seen] == pytest.approx(ramp + [0.3] * n)
+    assert [k["kl_weight"] for k in seen][-1] == 1.0  # the KL warm-up is not capped
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("nan")])
+def test_a_non_positive_unlabelled_weight_is_a_clear_error(tmp_path, weight):
+    with pytest.raises(InputError, match="unlabelled_weight: expected a positive number"):
+        prepare_trainer(tiny_config(unlabelled_weight=weight), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
 
 
 def test_model_options_default_to_a_learned_prior_for_the_adgm_and_a_uniform_one_for_the_baseline():
