@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import shlex
 import time
 from pathlib import Path
@@ -124,7 +125,7 @@ def main(argv=None) -> list[dict]:
         parser.error(f"--likelihood {args.likelihood} is an ADGM setting (the supervised baseline has no generative model): add --methods adgm")
     if args.class_prior == "learned" and "supervised" in args.methods:
         parser.error("--class-prior learned is an ADGM setting (the supervised baseline has no p(y)): add --methods adgm")
-    if not args.unlabelled_weight > 0:
+    if not (math.isfinite(args.unlabelled_weight) and args.unlabelled_weight > 0):  # as the Trainer, but before any run
         parser.error(f"--unlabelled-weight: expected a positive number, got {args.unlabelled_weight:g}")
     for method in args.methods:
         try:

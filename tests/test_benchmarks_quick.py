@@ -52,8 +52,9 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
     reused = load("label_sweep").main(["--quick", "--methods", "supervised", "--unlabelled-weight", "0.1", "--out", str(tmp_path)])
     assert [r["val_accuracy"] for r in reused] == [r["val_accuracy"] for r in rows if r["method"] == "supervised"]
     assert baseline.stat().st_mtime_ns == written  # not trained again
-    with pytest.raises(SystemExit):
-        load("label_sweep").main(["--quick", "--unlabelled-weight", "0", "--out", str(tmp_path / "other")])
+    for weight in ("0", "inf"):
+        with pytest.raises(SystemExit):
+            load("label_sweep").main(["--quick", "--unlabelled-weight", weight, "--out", str(tmp_path / "other")])
     for setting in (["--variant", "sdgm"], ["--likelihood", "bernoulli-grey"]):  # the baseline has no generative model
         with pytest.raises(SystemExit):
             load("label_sweep").main(["--quick", *setting, "--out", str(tmp_path / "other")])
