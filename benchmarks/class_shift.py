@@ -10,6 +10,7 @@ shares to the split's own (:func:`pyro_adgm.evaluation.adjust_to_class_shares`),
 threshold. The last two read the split's labels: they are diagnostics, never a way to choose a model.
 
     python benchmarks/class_shift.py runs/sweep/adgm-100labels-seed0/best.pt --splits val test --json shift.json
+    python benchmarks/class_shift.py runs/sweep-iid/*/best.pt --data runs/sweep/prepared --splits test --means
     python benchmarks/class_shift.py --quick      # a 1-epoch demo run, then its check (tests use it)
 """
 
@@ -26,18 +27,19 @@ from pyro_adgm.evaluation import adjust_to_class_shares, best_threshold_accuracy
 from pyro_adgm.runs import checkpoint_split, load_model
 
 
-def check(checkpoint: Path, splits: list[str]) -> list[dict]:
-    """One row per split: shares, the model's prior, accuracy as predicted and re-weighted, ROC AUC, best cut."""
+def check(checkpoint: Path, splits: list[str], data: Path | None = None) -> list[dict]:
+    """One row per split (of ``data``, a prepared dataset, or by default of the data the checkpoint was trained
+    on): shares, the model's prior, accuracy as predicted and re-weighted, ROC AUC, best cut."""
     model, state = load_model(checkpoint, "cpu")
     prior = model.prior_probs().detach().double().numpy()
     rows = []
     for split in splits:
-        images, y, class_names, _ = checkpoint_split(state, split, model.image_size)
+        images, y, class_names, name = checkpoint_split(state, split, model.image_size, data=data)
         probs = predict_proba(model, images)
         shares = [float((y == k).mean()) for k in range(len(class_names))]
         report = classification_report(probs, y, class_names)
         adjusted = adjust_to_class_shares(probs, prior, [max(s, 1e-6) for s in shares])
-        row = {"checkpoint": str(checkpoint), "split": split, "n": int(len(y)), "class_names": list(class_names),
+        row = {"checkpoint": str(checkpoint), "data": name, "split": split, "n": int(len(y)), "class_names": list(class_names),
                "class_share": shares, "model_prior": prior.tolist(), "mean_probability": probs.mean(0).tolist(),
                "accuracy": report["accuracy"], "roc_auc": report["roc_auc"],
                "accuracy_at_split_shares": float((adjusted.argmax(1) == y).mean()),
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="*", type=Path)
     parser.add_argument("--splits", nargs="+", default=["val", "test"], choices=("train", "val", "test"))
+    parser.add_argument("--data", type=Path, default=None,
+                        help="read the splits from this prepared dataset (default: each checkpoint's own training data)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--means", action="store_true", help="also a table of means over seeds (run folders *-seedN)")
     parser.add_argument("--quick", action="store_true")
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             args.checkpoints = [quick_checkpoint(Path(tmp))]
         if not args.checkpoints:
             parser.error("give at least one checkpoint (best.pt or last.pt of a run)")
-        rows = [row for checkpoint in args.checkpoints for row in check(checkpoint, args.splits)]
+        rows = [row for checkpoint in args.checkpoints for row in check(checkpoint, args.splits, args.data)]
     text = markdown(rows) + ("\n\n" + by_run_name(rows) if args.means else "")
     print(text)
     if args.json:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
 import shlex
@@ -42,12 +43,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_28.npz"
 
 
-def prepared_dataset(npz: Path, out_dir: Path) -> Path:
+def prepared_dataset(npz: Path, out_dir: Path, test_from_train: int = 0) -> Path:
+    """``out_dir/prepared``, prepared once (with ``test_from_train`` training images, seed 0, as the test split
+    when > 0); :class:`InputError` when the folder there was prepared with another test split."""
     from data_tools.medmnist import prepare_medmnist
 
     prepared = out_dir / "prepared"
     if not (prepared / "meta.json").exists():
-        prepare_medmnist(npz, prepared)
+        prepare_medmnist(npz, prepared, test_from_train=test_from_train)
+    have = json.loads((prepared / "meta.json").read_text()).get("medmnist", {}).get("test_from_train")
+    want = {"images": test_from_train, "seed": 0} if test_from_train else None
+    if have != want:
+        shown = {k: f"{v['images']} images drawn from train" if v else "the file's" for k, v in (("have", have), ("want", want))}
+        raise InputError(f"{prepared}: prepared with {shown['have']} as the test split, not {shown['want']}; "
+                         "choose another output folder")  # fmt: skip
     return prepared
 
 
@@ -115,6 +124,9 @@ def main(argv=None) -> list[dict]:
                         help="the ADGM's generative model: adgm, or the skip-connected sdgm")
     parser.add_argument("--likelihood", choices=TRAINABLE_LIKELIHOODS, default="gaussian",
                         help="the ADGM's p(x|z,y): gaussian (the paper's), or bernoulli-grey (the cross-entropy of grey levels)")
+    parser.add_argument("--test-from-train", type=int, default=0, metavar="N",
+                        help="test on N training images drawn at random (seed 0) instead of the file's test split, "
+                             "which is then left out: an in-distribution test (0: the file's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/pneumoniamnist-sweep"))
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 1 seed")
@@ -135,7 +147,7 @@ def main(argv=None) -> list[dict]:
             parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} {f'--unlabelled-weight {args.unlabelled_weight:g} ' if args.unlabelled_weight != 1 else ''}--weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--variant {args.variant} ' if args.variant != 'adgm' else ''}{f'--likelihood {args.likelihood} ' if args.likelihood != 'gaussian' else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} {f'--unlabelled-weight {args.unlabelled_weight:g} ' if args.unlabelled_weight != 1 else ''}--weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--variant {args.variant} ' if args.variant != 'adgm' else ''}{f'--likelihood {args.likelihood} ' if args.likelihood != 'gaussian' else ''}{f'--test-from-train {args.test_from_train} ' if args.test_from_train else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
                  "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting,
@@ -147,7 +159,11 @@ def main(argv=None) -> list[dict]:
     else:
         if not args.npz.exists():
             parser.error(f"{args.npz}: PneumoniaMNIST file not found (see ../shared/data/README.md)")
-        data, demo, model_options = prepared_dataset(args.npz, args.out), None, {}
+        try:
+            data = prepared_dataset(args.npz, args.out, args.test_from_train)
+        except InputError as error:
+            parser.error(str(error))
+        demo, model_options = None, {}
     model_options.update(variant=args.variant, likelihood=args.likelihood)
     start = time.perf_counter()
     rows = run_label_curve(args.labels, args.seeds, args.methods, data=data, demo=demo, task="2class", epochs=args.epochs,

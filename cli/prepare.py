@@ -123,20 +123,27 @@ def prepare_rsna(root, images_dir, labels_csv, class_csv, size, square, voi_lut,
 @click.option(
     "--class-names", default=None, help="Comma-separated names of labels 0, 1, ... (default: from the file name)."
 )
+@click.option("--test-from-train", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Draw this many training images as the test split, in place of the file's (0: keep the file's).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the --test-from-train draw.")
 @_common_options
 @one_line_errors
-def prepare_medmnist(npz_file, size, class_names, out_dir, max_failure_fraction, progress):
+def prepare_medmnist(npz_file, size, class_names, test_from_train, seed, out_dir, max_failure_fraction, progress):
     """A MedMNIST .npz file, keeping its train/val/test splits.
+
+    With --test-from-train N the test split is N training images drawn at random instead: a test set from the
+    training images' distribution, to tell a method's accuracy apart from a shift between the file's splits.
 
     \b
     Example:
       pyro-adgm prepare medmnist pneumoniamnist_28.npz --out data/pneumoniamnist
+      pyro-adgm prepare medmnist pneumoniamnist_28.npz --test-from-train 624 --out data/pneumoniamnist-iid
     """
     from data_tools.medmnist import prepare_medmnist as run
 
     names = [name.strip() for name in class_names.split(",")] if class_names else None
-    result = run(npz_file, out_dir, size=size, class_names=names, max_failure_fraction=max_failure_fraction,
-                 progress=progress)
+    result = run(npz_file, out_dir, size=size, class_names=names, test_from_train=test_from_train, seed=seed,
+                 max_failure_fraction=max_failure_fraction, progress=progress)
     _echo_result(result)
 
 

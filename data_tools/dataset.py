@@ -193,7 +193,7 @@ def write_prepared(out: str | os.PathLike, images: np.ndarray, index: IndexTable
             image_size=int(images.shape[1]),
             counts=count_table(index),
         )
-        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True))
+        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2))
         publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

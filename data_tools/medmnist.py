@@ -5,6 +5,12 @@ luminance) and ``{train,val,test}_labels`` (n,) or (n, 1). Multi-label sets (lab
 are refused. Class names: ``--class-names`` when given; ``normal,pneumonia`` for a file whose name contains
 ``pneumoniamnist``; otherwise the label numbers as text. MedMNIST images are small, so each split is read into
 memory whole; they are resized only when ``size`` differs from theirs. MedMNIST's authors split by patient.
+
+``test_from_train=N`` draws N training images at random (``seed``) as the test split instead of the file's own:
+a test split drawn from the training images' distribution, not used for model selection (``val`` is), for
+telling a method's accuracy apart from a shift between the file's splits (PneumoniaMNIST's ``test`` has other
+class shares than ``train`` and ``val``). The file's test images are then left out. The file holds no patient
+ids, so a drawn test image may share a patient with a training image.
 """
 
 from __future__ import annotations
@@ -76,6 +82,29 @@ def read_medmnist(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
     return images, labels
 
 
+def assign_splits(labels: dict[str, np.ndarray], test_from_train: int = 0, seed: int = 0) -> list[tuple[str, str, int]]:
+    """(split in the prepared dataset, split in the file, row in the file) for every image kept, in file order.
+
+    test_from_train: 0 keeps the file's splits; N > 0 puts N training rows, drawn without replacement with
+    ``seed``, in the test split and leaves the file's test rows out. :class:`InputError` unless N is 0 or
+    between 1 and the number of training images less one.
+    """
+    n_train = len(labels["train"])
+    if test_from_train and not 0 < test_from_train < n_train:
+        raise InputError(f"test_from_train: expected a count between 1 and {n_train - 1} (the training images), "
+                         f"got {test_from_train}")  # fmt: skip
+    drawn = np.zeros(n_train, dtype=bool)
+    if test_from_train:
+        drawn[np.random.default_rng(seed).choice(n_train, size=test_from_train, replace=False)] = True
+    kept = []
+    for split in SPLITS:
+        if split not in labels or (split == "test" and test_from_train):
+            continue
+        for row in range(len(labels[split])):
+            kept.append(("test" if split == "train" and drawn[row] else split, split, row))
+    return kept
+
+
 def prepare_medmnist(
     npz_path: str | os.PathLike,
     out: str | os.PathLike,
@@ -83,12 +112,16 @@ def prepare_medmnist(
     size: int | None = None,
     square: str = "crop",
     class_names: Sequence[str] | None = None,
+    test_from_train: int = 0,
+    seed: int = 0,
     max_failure_fraction: float = 0.05,
     progress: bool = False,
 ) -> PrepareResult:
-    """Prepare a MedMNIST file into ``out`` at ``size`` (default: the file's own size), splits kept."""
+    """Prepare a MedMNIST file into ``out`` at ``size`` (default: the file's own size), splits kept, or with
+    ``test_from_train`` training images drawn (``seed``) as the test split in place of the file's."""
     npz_path = Path(npz_path)
     images, labels = read_medmnist(npz_path)
+    kept = assign_splits(labels, test_from_train, seed)
     native = int(images["train"].shape[1])
     size = native if size is None else size
     present = sorted({int(v) for y in labels.values() for v in np.unique(y)})
@@ -105,15 +138,14 @@ def prepare_medmnist(
         )
     source = str(npz_path.resolve())
     tasks = [
-        ImageTask(f"{split}-{row:05d}", f"{source}::{split}:{row}", f"{split}-{row:05d}", class_names[label],
-                  split=split)
-        for split in SPLITS
-        if split in images
-        for row, label in enumerate(labels[split])
+        ImageTask(f"{split}-{row:05d}", f"{source}::{split}:{row}", f"{split}-{row:05d}",
+                  class_names[labels[split][row]], split=assigned)
+        for assigned, split, row in kept
     ]
     meta = {
         "source": "medmnist",
-        "medmnist": {"file": str(npz_path), "native_size": native},
+        "medmnist": {"file": str(npz_path), "native_size": native,
+                     "test_from_train": {"images": test_from_train, "seed": seed} if test_from_train else None},
         "class_names": class_names,
         "tasks": canonical_tasks(class_names),
     }

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from data_helpers import read_dataset
+
 from data_tools.errors import InputError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -123,3 +125,30 @@ def test_class_shift_quick_reports_each_split():
         assert r["model_prior"] != [0.5, 0.5]  # the command line's default: a learned p(y)
         assert r["best_threshold_accuracy"] >= r["accuracy"] - 1e-9
         assert sum(map(sum, r["confusion_matrix"])) == r["n"]
+
+
+def test_class_shift_reads_the_splits_of_another_dataset(tmp_path):
+    from data_tools.demo import make_demo_dataset
+
+    other = make_demo_dataset(60, 28, seed=5, val_fraction=0.2, test_fraction=0.5).save(tmp_path / "other")
+    rows = load("class_shift").main(["--quick", "--splits", "test", "--data", str(other)])
+    assert [(r["split"], r["data"], r["n"]) for r in rows] == [("test", str(other), int((read_dataset(other).index.split == "test").sum()))]
+
+
+def test_label_sweep_refuses_a_prepared_folder_of_another_test_split(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "pneumoniamnist.npz"
+    np.savez(npz, **{f"{split}_images": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for split, n in (("train", 12), ("val", 4), ("test", 6))},
+             **{f"{split}_labels": np.arange(n) % 2 for split, n in (("train", 12), ("val", 4), ("test", 6))})  # fmt: skip
+    sweep = load("label_sweep")
+    prepared = sweep.prepared_dataset(npz, tmp_path / "iid", test_from_train=5)
+    assert sweep.prepared_dataset(npz, tmp_path / "iid", test_from_train=5) == prepared  # prepared once, then reused
+    with pytest.raises(InputError, match="prepared with 5 images drawn from train as the test split, not the file's"):
+        sweep.prepared_dataset(npz, tmp_path / "iid")
+    sweep.prepared_dataset(npz, tmp_path / "kept")
+    with pytest.raises(SystemExit):  # a usage error before any run
+        sweep.main(["--npz", str(npz), "--test-from-train", "5", "--out", str(tmp_path / "kept")])
+    assert "not 5 images drawn from train" in capsys.readouterr().err
+    assert not any((tmp_path / "kept").glob("adgm-*"))

@@ -68,3 +68,44 @@ def test_real_pneumoniamnist(tmp_path):
     assert counts["train"] == {"normal": 1214, "pneumonia": 3494}
     assert counts["val"] == {"normal": 135, "pneumonia": 389}
     assert counts["test"] == {"normal": 234, "pneumonia": 390}
+    # the in-distribution test split of BENCHMARKS.md: 624 training images (as many as the file's test split)
+    result = CliRunner().invoke(app, [*command[:-3], "--test-from-train", "624", "--out", str(tmp_path / "iid"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    counts = read_dataset(tmp_path / "iid").meta["counts"]
+    assert counts["train"] == {"normal": 1071, "pneumonia": 3013}
+    assert counts["test"] == {"normal": 143, "pneumonia": 481}
+    assert counts["val"] == {"normal": 135, "pneumonia": 389}
+
+
+def test_test_split_drawn_from_train(tmp_path):
+    path, arrays = _npz(tmp_path / "pneumoniamnist.npz")
+    prepare_medmnist(path, tmp_path / "out", test_from_train=5, seed=3)
+    dataset = read_dataset(tmp_path / "out")
+    train, val, test = (dataset.images[dataset.split_indices(s)] for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (7, 4, 5)  # the file's 6 test images left out
+    np.testing.assert_array_equal(val, arrays["val_images"])
+    rows = {image.tobytes(): row for row, image in enumerate(arrays["train_images"])}
+    test_rows = sorted(rows[image.tobytes()] for image in test)
+    train_rows = sorted(rows[image.tobytes()] for image in train)
+    assert sorted(test_rows + train_rows) == list(range(12))  # every training image once, in one split or the other
+    assert list(dataset.index.id[dataset.split_indices("test")]) == [f"train-{row:05d}" for row in test_rows]
+    labels, _ = dataset.task_labels("2class")
+    np.testing.assert_array_equal(labels[dataset.split_indices("test")], arrays["train_labels"].ravel()[test_rows])
+    assert dataset.meta["medmnist"]["test_from_train"] == {"images": 5, "seed": 3}
+    prepare_medmnist(path, tmp_path / "again", test_from_train=5, seed=3)  # the draw is the seed's
+    again = read_dataset(tmp_path / "again")
+    assert list(again.index.id[again.split_indices("test")]) == list(dataset.index.id[dataset.split_indices("test")])
+    prepare_medmnist(path, tmp_path / "other", test_from_train=5, seed=4)
+    other = read_dataset(tmp_path / "other")
+    assert list(other.index.id[other.split_indices("test")]) != list(dataset.index.id[dataset.split_indices("test")])
+
+
+@pytest.mark.parametrize("count", [12, 40])
+def test_test_from_train_needs_training_images_left(tmp_path, count):
+    path, _ = _npz(tmp_path / "pneumoniamnist.npz")
+    with pytest.raises(InputError, match=f"test_from_train: expected a count between 1 and 11 .*got {count}"):
+        prepare_medmnist(path, tmp_path / "out", test_from_train=count)
+    result = CliRunner().invoke(app, ["prepare", "medmnist", str(path), "--test-from-train", str(count), "--out",
+                                      str(tmp_path / "cli"), "--no-progress"])  # fmt: skip
+    assert result.exit_code != 0 and "between 1 and 11" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cli").exists()

@@ -65,3 +65,13 @@ def test_prepared_splits_follow_the_rules(tmp_path):
     ids = {s: set(a.index.patient[a.split_indices(s)]) for s in ("train", "val", "test")}
     assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
     assert a.meta["splits"] == {"val_fraction": 0.2, "test_fraction": 0.1, "seed": 7}
+
+
+def test_a_saved_dataset_keeps_its_task_classes_in_order(tmp_path):
+    from data_tools.demo import make_demo_dataset
+
+    dataset = make_demo_dataset(30, 16, seed=0)
+    saved = read_dataset(dataset.save(tmp_path / "demo"))
+    for task, classes in (("2class", ("normal", "abnormal")), ("3class", ("normal", "opacity", "not-normal"))):
+        assert saved.task_labels(task)[1] == dataset.task_labels(task)[1] == classes  # label k: one class in memory and on disk
+        np.testing.assert_array_equal(saved.task_labels(task)[0], dataset.task_labels(task)[0])
