@@ -5,7 +5,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
 from data_helpers import read_dataset
 
 from data_tools.errors import InputError
