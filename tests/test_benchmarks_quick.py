@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,21 @@ def test_label_sweep_refuses_a_prepared_folder_of_another_test_split(tmp_path, c
         sweep.main(["--npz", str(npz), "--test-from-train", "5", "--out", str(tmp_path / "kept")])
     assert "not 5 images drawn from train" in capsys.readouterr().err
     assert not any((tmp_path / "kept").glob("adgm-*"))
+
+
+def test_split_shift_quick_tests_the_same_checkpoints_on_another_split(tmp_path):
+    rows = load("split_shift").main(["--quick", "--out", str(tmp_path)])
+    assert {r["method"] for r in rows} == {"adgm", "supervised"}
+    for row in rows:
+        saved = Path(row["run_dir"]) / "shifted-test" / "other" / "evaluation-test.json"
+        assert saved.is_file()  # evaluated on the other dataset's test split, next to the run
+        assert row["shifted_test_accuracy"] == pytest.approx(json.loads(saved.read_text())["accuracy"])
+        assert 0 <= row["test_accuracy"] <= 1
+    for name in ("split_shift.csv", "split_shift.md", "split_shift.png"):
+        assert (tmp_path / name).is_file(), name
+    assert "| sweep | adgm | 3 | 1 |" in (tmp_path / "split_shift.md").read_text()
+    written = saved.stat().st_mtime_ns
+    again = load("split_shift").main([str(tmp_path / "sweep"), "--data", str(tmp_path / "other"), "--out", str(tmp_path / "again")])
+    assert again == rows and saved.stat().st_mtime_ns == written  # read back, not evaluated again
+    with pytest.raises(SystemExit):  # not a sweep folder: a usage error
+        load("split_shift").main([str(tmp_path / "nothing"), "--data", str(tmp_path)])
