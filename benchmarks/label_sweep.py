@@ -137,6 +137,8 @@ def main(argv=None) -> list[dict]:
         parser.error(f"--likelihood {args.likelihood} is an ADGM setting (the supervised baseline has no generative model): add --methods adgm")
     if args.class_prior == "learned" and "supervised" in args.methods:
         parser.error("--class-prior learned is an ADGM setting (the supervised baseline has no p(y)): add --methods adgm")
+    if args.quick and args.test_from_train:
+        parser.error("--test-from-train draws from the PneumoniaMNIST file's training images, not from --quick's demo phantoms")
     if not (math.isfinite(args.unlabelled_weight) and args.unlabelled_weight > 0):  # as the Trainer, but before any run
         parser.error(f"--unlabelled-weight: expected a positive number, got {args.unlabelled_weight:g}")
     for method in args.methods:

@@ -152,6 +152,8 @@ def test_label_sweep_refuses_a_prepared_folder_of_another_test_split(tmp_path, c
         sweep.main(["--npz", str(npz), "--test-from-train", "5", "--out", str(tmp_path / "kept")])
     assert "not 5 images drawn from train" in capsys.readouterr().err
     assert not any((tmp_path / "kept").glob("adgm-*"))
+    with pytest.raises(SystemExit):  # the demo phantoms of --quick have no file to draw from
+        sweep.main(["--quick", "--test-from-train", "5", "--out", str(tmp_path / "quick")])
 
 
 def test_split_shift_quick_tests_the_same_checkpoints_on_another_split(tmp_path):
