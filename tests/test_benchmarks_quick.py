@@ -172,3 +172,19 @@ def test_split_shift_quick_tests_the_same_checkpoints_on_another_split(tmp_path)
     assert again == rows and saved.stat().st_mtime_ns == written  # read back, not evaluated again
     with pytest.raises(SystemExit):  # not a sweep folder: a usage error
         load("split_shift").main([str(tmp_path / "nothing"), "--data", str(tmp_path)])
+
+
+def test_split_shift_compares_the_methods_on_the_seeds_both_have():
+    def row(sweep, method, seed, drawn, shifted):
+        return {"sweep": sweep, "method": method, "labels_per_class": 10, "seed": seed, "test_accuracy": drawn,
+                "shifted_test_accuracy": shifted}  # fmt: skip
+
+    baseline = [row("a", "supervised", seed, 0.80 + 0.1 * (seed >= 3), 0.70) for seed in range(5)]
+    rows = baseline + [row("a", "adgm", seed, 0.85, 0.68) for seed in range(5)] + [row("b", "adgm", seed, 0.82, 0.71) for seed in range(3)]
+    leads = load("split_shift").paired_leads(rows)
+    assert leads[("a", 10)]["seeds"] == [0, 1, 2, 3, 4]
+    assert leads[("a", 10)]["test_accuracy"] == pytest.approx(0.85 - 0.84)
+    # sweep b has no baseline of its own and only seeds 0-2: compared with sweep a's baseline on those seeds
+    assert leads[("b", 10)]["seeds"] == [0, 1, 2]
+    assert leads[("b", 10)]["test_accuracy"] == pytest.approx(0.02)
+    assert leads[("b", 10)]["shifted_test_accuracy"] == pytest.approx(0.01)
