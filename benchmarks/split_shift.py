@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from data_tools.errors import InputError  # noqa: E402
 from pyro_adgm import runs  # noqa: E402
-from pyro_adgm.label_curve import mean_sd, write_rows  # noqa: E402
+from pyro_adgm.label_curve import draw_label_curves, summarise, write_rows  # noqa: E402
 from pyro_adgm.plots import save_figure  # noqa: E402
 
 COLUMNS = ("sweep", "method", "labels_per_class", "seed", "test_accuracy", "test_roc_auc", "shifted_test_accuracy",
@@ -65,20 +65,6 @@ def sweep_rows(sweep: Path, data: Path) -> list[dict]:
                      "test_roc_auc": float(run["test_roc_auc"]), "shifted_test_accuracy": shifted["accuracy"],
                      "shifted_test_roc_auc": shifted["roc_auc"], "run_dir": str(sweep / Path(run["run_dir"]).name)})  # fmt: skip
     return rows
-
-
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and sd over seeds per (sweep, method, labels per class), in the order first seen."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["sweep"], row["method"], row["labels_per_class"]), []).append(row)
-    summary = []
-    for (sweep, method, n), members in groups.items():
-        entry = {"sweep": sweep, "method": method, "labels_per_class": n, "runs": len(members)}
-        for metric in METRICS:
-            entry[f"{metric}_mean"], entry[f"{metric}_sd"], _ = mean_sd([m[metric] for m in members])
-        summary.append(entry)
-    return summary
 
 
 def paired_leads(rows: list[dict]) -> dict[tuple[str, int], dict]:
@@ -128,19 +114,9 @@ def plot(summary: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, metric, title in zip(axes, ("test_accuracy", "shifted_test_accuracy"),
                                  ("test split drawn from the training images", "the file's test split (shifted)")):  # fmt: skip
-        for key in dict.fromkeys((s["sweep"], s["method"]) for s in summary):
-            points = sorted((s["labels_per_class"], s[f"{metric}_mean"], s[f"{metric}_sd"] or 0.0)
-                            for s in summary if (s["sweep"], s["method"]) == key)  # fmt: skip
-            x, mean, sd = zip(*points)
-            label = key[1] if key[1] == "supervised" else f"{key[1]} ({key[0]})"
-            ax.errorbar(x, mean, yerr=sd, marker="o", capsize=3, label=label)
-        ax.set_xscale("log")
-        counts = sorted({s["labels_per_class"] for s in summary})
-        ax.set_xticks(counts, [str(n) for n in counts])
-        ax.minorticks_off()
-        ax.set_xlabel("labelled images per class")
+        draw_label_curves(ax, summary, metric, series=("sweep", "method"),
+                          label=lambda key: key[1] if key[1] == "supervised" else f"{key[1]} ({key[0]})")
         ax.set_title(title)
-        ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("test accuracy")
     axes[0].legend()
     save_figure(fig, path)
@@ -178,7 +154,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows = [row for sweep in args.sweeps for row in sweep_rows(sweep, args.data)]
         except InputError as error:
             parser.error(str(error))
-        summary = summarise(rows)
+        summary = summarise(rows, by=("sweep", "method", "labels_per_class"), metrics=METRICS)
         args.out.mkdir(parents=True, exist_ok=True)
         write_rows(rows, args.out / "split_shift.csv", COLUMNS)
         text = markdown(summary, rows, args.data)

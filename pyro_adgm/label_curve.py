@@ -184,17 +184,23 @@ def mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None,
     return float(np.mean(present)), sd, len(present)
 
 
-def summarise(rows: Sequence[dict]) -> list[dict]:
-    """One row per (method, labels_per_class), in the order first seen: runs, and mean / sd over seeds of
-    val_accuracy, final_val_accuracy, test_accuracy, test_roc_auc (keys ``<metric>_mean``, ``<metric>_sd``;
-    None where no row has the metric)."""
-    groups: dict[tuple[str, int], list[dict]] = {}
+#: the metrics :func:`summarise` averages by default: those of :func:`run_label_curve`'s rows
+SUMMARY_METRICS = ("val_accuracy", "final_val_accuracy", "test_accuracy", "test_roc_auc")
+
+
+def summarise(rows: Sequence[dict], *, by: Sequence[str] = ("method", "labels_per_class"),
+              metrics: Sequence[str] = SUMMARY_METRICS) -> list[dict]:  # fmt: skip
+    """One row per distinct value of the ``by`` columns (labels_per_class as int), in the order first seen: those
+    columns, runs, and mean / sd over its rows (the seeds) of each of ``metrics`` (keys ``<metric>_mean``,
+    ``<metric>_sd``; None where no row has the metric)."""
+    groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["method"], int(row["labels_per_class"])), []).append(row)
+        key = tuple(int(row[k]) if k == "labels_per_class" else row[k] for k in by)
+        groups.setdefault(key, []).append(row)
     summary = []
-    for (method, n), members in groups.items():
-        entry = {"method": method, "labels_per_class": n, "runs": len(members)}
-        for metric in ("val_accuracy", "final_val_accuracy", "test_accuracy", "test_roc_auc"):
+    for key, members in groups.items():
+        entry = {**dict(zip(by, key)), "runs": len(members)}
+        for metric in metrics:
             entry[f"{metric}_mean"], entry[f"{metric}_sd"], _ = mean_sd([m.get(metric) for m in members])
         summary.append(entry)
     return summary
@@ -221,7 +227,6 @@ def plot_label_curve(rows: Sequence[dict], path: str | Path, *, metric: str | No
     metric: ``test_accuracy`` where any run has it, else ``val_accuracy``.
     """
     import matplotlib
-    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -230,21 +235,30 @@ def plot_label_curve(rows: Sequence[dict], path: str | Path, *, metric: str | No
     if metric is None:
         metric = "test_accuracy" if any(s["test_accuracy_mean"] is not None for s in summary) else "val_accuracy"
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for method in dict.fromkeys(s["method"] for s in summary):
-        points = sorted((s["labels_per_class"], s[f"{metric}_mean"], s[f"{metric}_sd"] or 0.0)
-                        for s in summary if s["method"] == method and s[f"{metric}_mean"] is not None)  # fmt: skip
+    draw_label_curves(ax, summary, metric)
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title)
+    ax.legend()
+    path = Path(path)
+    save_figure(fig, path)
+    return path
+
+
+def draw_label_curves(ax, summary: Sequence[dict], metric: str, *, series: Sequence[str] = ("method",), label=None) -> None:
+    """On a matplotlib axis: ``metric`` against labels per class (log x), mean ± sd as error bars, one line per
+    distinct value of the ``series`` columns of :func:`summarise`'s rows (``label(key)`` names it; default: the
+    values joined by a space)."""
+    import matplotlib.ticker
+
+    for key in dict.fromkeys(tuple(s[k] for k in series) for s in summary):
+        points = sorted((s["labels_per_class"], s[f"{metric}_mean"], s[f"{metric}_sd"] or 0.0) for s in summary
+                        if tuple(s[k] for k in series) == key and s[f"{metric}_mean"] is not None)  # fmt: skip
         if points:
             x, mean, sd = zip(*points)
-            ax.errorbar(x, mean, yerr=sd, marker="o", capsize=3, label=method)
+            ax.errorbar(x, mean, yerr=sd, marker="o", capsize=3, label=label(key) if label else " ".join(map(str, key)))
     ax.set_xscale("log")
     counts = sorted({s["labels_per_class"] for s in summary})
     ax.set_xticks(counts, [str(n) for n in counts])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("labelled images per class")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    path = Path(path)
-    save_figure(fig, path)
-    return path
