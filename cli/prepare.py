@@ -81,6 +81,8 @@ def _common_options(command):
 
 
 def _echo_result(result):
+    for warning in result.report.get("warnings", []):
+        click.echo(f"warning: {warning}")
     click.echo(f"wrote {result.n_images} images to {result.path} ({result.decoded_this_run} decoded in this run)")
     for split in ("train", "val", "test"):
         if split in result.counts:
@@ -101,11 +103,14 @@ def prepare_rsna(root, images_dir, labels_csv, class_csv, size, square, voi_lut,
                  seed, out_dir, max_failure_fraction, progress):
     """The RSNA Pneumonia Detection Challenge (Kaggle layout), one image per patient.
 
-    Killed, the same command run again carries on where it stopped.
+    The images may be the Kaggle DICOMs or PNG/JPEG copies of them (the file stem is the patientId). A folder
+    mixing formats is reported; a patientId in several files keeps one (DICOM before PNG before JPEG) and lists
+    the others as failures. Killed, the same command run again carries on where it stopped.
 
     \b
-    Example:
+    Examples:
       pyro-adgm prepare rsna --root ~/rsna --size 225 --out data/rsna-225 --workers 4
+      pyro-adgm prepare rsna --root ../shared/data/rsna-1500 --size 225 --out data/rsna1500-225
     """
     from data_tools.rsna import prepare_rsna as run
 

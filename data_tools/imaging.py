@@ -1,6 +1,9 @@
 """Image files in, square uint8 arrays out: the per-image work of every ``prepare`` command (and of ``predict``).
 
-- :func:`load_grayscale`: a DICOM, PNG or JPEG file as float32 (H, W) intensities in [0, 1].
+- :func:`load_grayscale`: a DICOM, PNG or JPEG file as float32 (H, W) intensities in [0, 1]. A 16-bit
+  grayscale PNG is scaled by its full 16-bit range, or, when its ``sBIT`` chunk declares fewer significant bits
+  ``b`` and no value exceeds ``2**b - 1`` (values written unscaled, as 12-bit detector data often is), by
+  ``2**b - 1``: the PNG counterpart of a DICOM's *BitsStored*.
 - :func:`to_uint8_square`: float32 (H, W) in [0, 1] to uint8 (size, size): a centred square is cut out
   (``mode="crop"``, keeps the middle, loses the edges of the longer side) or the image is centred on a black
   square (``mode="pad"``, keeps everything, adds black bars), then resized with Pillow's Lanczos filter, whose
@@ -51,11 +54,46 @@ def _open_pillow(data: bytes, name: str) -> Image.Image:
     return ImageOps.exif_transpose(image)
 
 
-def _pillow_to_unit(image: Image.Image) -> np.ndarray:
-    """A Pillow image as float32 (H, W) in [0, 1]; 16-bit grayscale keeps its precision, colour becomes luminance."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_significant_bits(data: bytes) -> int | None:
+    """The ``sBIT`` value of a grayscale PNG held in ``data`` (bits per sample that carry information), or None
+    when the file is not a grayscale PNG or has no ``sBIT`` chunk before its image data."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    pos = len(PNG_SIGNATURE)
+    color_type = None
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR" and len(body) >= 10:
+            color_type = body[9]
+        elif kind == b"sBIT" and color_type == 0 and len(body) >= 1:
+            return int(body[0])
+        elif kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length  # length, type, body, CRC
+    return None
+
+
+def _sixteen_bit_scale(values: np.ndarray, significant_bits: int | None) -> float:
+    """The value that maps to 1.0 for 16-bit samples: 65535, or ``2**b - 1`` for unscaled ``b``-bit samples."""
+    if significant_bits is not None and 0 < significant_bits < 16:
+        top = 2.0**significant_bits - 1
+        if values.size and float(values.max()) <= top:
+            return top
+    return 65535.0
+
+
+def _pillow_to_unit(image: Image.Image, significant_bits: int | None = None) -> np.ndarray:
+    """A Pillow image as float32 (H, W) in [0, 1]; 16-bit grayscale keeps its precision (scaled as the module
+    docstring says, ``significant_bits`` being the PNG's ``sBIT``), colour becomes luminance."""
     if image.mode.startswith("I;16") or image.mode == "I":
-        # 16-bit PNGs open as I;16 (or I in older Pillow); their full scale is 65535.
-        return np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)
+        # 16-bit PNGs open as I;16 (or I in older Pillow). convert("L") would clip them at 255, never used here.
+        values = np.asarray(image, dtype=np.float32)
+        return np.clip(values / _sixteen_bit_scale(values, significant_bits), 0.0, 1.0)
     if image.mode == "F":
         return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
     if image.mode != "L":
@@ -73,7 +111,7 @@ def load_grayscale(path: str | Path, *, voi_lut: bool = False) -> np.ndarray:
     data = _read_bytes(path)
     if _is_dicom(path, data):
         return dicom.pixels_to_unit(dicom.parse_dicom(data, str(path)), voi_lut=voi_lut, name=str(path))
-    return _pillow_to_unit(_open_pillow(data, str(path)))
+    return _pillow_to_unit(_open_pillow(data, str(path)), png_significant_bits(data))
 
 
 def _check_mode(mode: str) -> None:
@@ -147,7 +185,7 @@ def prepare_image(path: str | Path, *, size: int, mode: str = "crop", voi_lut: b
     image = ImageOps.exif_transpose(image)
     if image.mode == "L":
         return _pillow_square_uint8(image, size, mode), info
-    return to_uint8_square(_pillow_to_unit(image), size, mode=mode), info
+    return to_uint8_square(_pillow_to_unit(image, png_significant_bits(data)), size, mode=mode), info
 
 
 def describe_preprocessing(size: int, mode: str = "crop", voi_lut: bool = False) -> dict:
@@ -164,7 +202,7 @@ def describe_preprocessing(size: int, mode: str = "crop", voi_lut: bool = False)
         "intensity": (
             "DICOM: modality LUT or rescale slope/intercept, scaled by the BitsStored range"
             + (", VOI LUT or window" if voi_lut else "")
-            + ", MONOCHROME1 inverted; PNG/JPEG: full scale of 8 or 16 bits; colour to luminance"
+            + ", MONOCHROME1 inverted; PNG/JPEG: full scale of 8 or 16 bits (16-bit PNG: of its sBIT bits when unscaled); colour to luminance"
         ),
         "jpeg_draft": "8-bit grayscale JPEG decoded by Pillow at the smallest DCT scale >= size",
         "dtype": "uint8",

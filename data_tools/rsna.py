@@ -2,7 +2,11 @@
 
 Inputs (all under ``--root`` by default, each can be given on its own):
 
-- ``stage_2_train_images/*.dcm``: one DICOM per patient, the file name (without ``.dcm``) is the patientId;
+- ``stage_2_train_images/*.{dcm,png,jpg,jpeg}``: one image per patient (searched recursively), the file stem
+  is the patientId: the Kaggle DICOMs, or PNG/JPEG conversions of them. A folder mixing formats gets a warning
+  in the report with the count per format; a patientId found in several files (in two formats, or twice in
+  one) keeps one file, DICOM before PNG before JPEG, then the first path in sorted order, and every other file
+  is a ``duplicate`` failure listed by patientId;
 - ``stage_2_train_labels.csv``: ``patientId,x,y,width,height,Target``, one row per box (Target 1 = opacity);
 - ``stage_2_detailed_class_info.csv``: ``patientId,class``, one row per box, class one of :data:`RSNA_CLASSES`.
 
@@ -106,29 +110,63 @@ def read_labels(labels_csv: Path, class_csv: Path) -> RsnaLabels:
     return labels
 
 
-def list_dicoms(images_dir: Path) -> tuple[dict[str, Path], list[Failure], int]:
-    """The ``.dcm`` files under ``images_dir`` by patientId (file stem), duplicates beyond the first, and the
-    number of other files ignored. Raises :class:`InputError` when the folder is missing or has no DICOM."""
+#: Image formats by suffix, in the order of preference when one patientId has files in several.
+FORMAT_BY_SUFFIX = {".dcm": "DICOM", ".dicom": "DICOM", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+FORMAT_PREFERENCE = ("DICOM", "PNG", "JPEG")
+
+
+@dataclass
+class ImageListing:
+    """The image files of an RSNA image folder.
+
+    images: patientId -> the file kept; duplicates: a failure per other file of a patientId; ignored: the
+    number of files with other suffixes; formats: format name -> number of files found (duplicates included).
+    """
+
+    images: dict[str, Path]
+    duplicates: list[Failure]
+    ignored: int
+    formats: dict[str, int]
+
+    def mixed_formats_warning(self, images_dir: Path) -> str | None:
+        """One line naming the count per format when the folder holds more than one format, else None."""
+        if len(self.formats) < 2:
+            return None
+        counts = ", ".join(f"{n} {name}" for name, n in self.formats.items())
+        return f"{images_dir}: mixes image formats ({counts}); each patientId is read from one file"
+
+
+def list_images(images_dir: Path) -> ImageListing:
+    """The DICOM/PNG/JPEG files under ``images_dir`` by patientId (file stem); see the module docstring for
+    duplicates. Raises :class:`InputError` when the folder is missing or holds no image file."""
     if not images_dir.is_dir():
-        raise InputError(f"{images_dir}: image folder not found (expected {IMAGES_DIR}/*.dcm)")
-    found: dict[str, Path] = {}
-    duplicates: list[Failure] = []
+        raise InputError(f"{images_dir}: image folder not found (expected {IMAGES_DIR}/*.dcm or *.png)")
+    by_patient: dict[str, list[Path]] = {}
+    formats: dict[str, int] = {}
     ignored = 0
-    for path in sorted(p for p in images_dir.rglob("*") if p.is_file()):
-        if path.suffix.lower() != ".dcm":
+    for path in sorted(p for p in images_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        kind = FORMAT_BY_SUFFIX.get(path.suffix.lower())
+        if kind is None:
             ignored += 1
             continue
-        patient = path.stem
-        if patient in found:
+        formats[kind] = formats.get(kind, 0) + 1
+        by_patient.setdefault(path.stem, []).append(path)
+    if not by_patient:
+        suffixes = ", ".join(FORMAT_BY_SUFFIX)
+        raise InputError(f"{images_dir}: no image files ({suffixes}) (expected the Kaggle {IMAGES_DIR} folder)")
+    images: dict[str, Path] = {}
+    duplicates: list[Failure] = []
+    for patient, paths in by_patient.items():
+        # sorted() is stable: within a format the first path in sorted order is kept.
+        ranked = sorted(paths, key=lambda p: FORMAT_PREFERENCE.index(FORMAT_BY_SUFFIX[p.suffix.lower()]))
+        kept = images[patient] = ranked[0]
+        for other in ranked[1:]:
             duplicates.append(
-                Failure(patient, str(path), "duplicate",
-                        f"{path}: patientId {patient} already read from {found[patient]}")
+                Failure(patient, str(other), "duplicate", f"{other}: patientId {patient} already read from {kept}")
             )
-            continue
-        found[patient] = path
-    if not found:
-        raise InputError(f"{images_dir}: no .dcm files (expected the Kaggle {IMAGES_DIR} folder)")
-    return found, duplicates, ignored
+    duplicates.sort(key=lambda f: (f.id, f.path))
+    ordered = {name: formats[name] for name in FORMAT_PREFERENCE if name in formats}
+    return ImageListing(images, duplicates, ignored, ordered)
 
 
 def _listed(patients: list[str]) -> dict:
@@ -162,7 +200,11 @@ def prepare_rsna(
     class_csv = Path(class_csv) if class_csv is not None else base / CLASS_CSV
 
     labels = read_labels(labels_csv, class_csv)
-    images, failures, ignored = list_dicoms(images_dir)
+    listing = list_images(images_dir)
+    images, failures = listing.images, list(listing.duplicates)
+    warnings = [w for w in [listing.mixed_formats_warning(images_dir)] if w]
+    for warning in warnings:
+        logger.warning("%s", warning)
 
     conflicting = {c["patient"] for c in labels.conflicting}
     tasks = []
@@ -185,7 +227,9 @@ def prepare_rsna(
         "tasks": RSNA_TASKS,
     }
     report_extra = {
-        "ignored_non_dicom_files": ignored,
+        "warnings": warnings,
+        "image_formats": listing.formats,
+        "ignored_files": listing.ignored,
         "labels": {
             "labels_csv": str(labels_csv),
             "class_csv": str(class_csv),

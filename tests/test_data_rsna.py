@@ -73,7 +73,7 @@ def test_messy_download_is_counted_and_reported(messy_root, tmp_path):
         {"patient": "disagree", "class": "Lung Opacity", "target": [0]}
     ]
     assert labels["conflicting_class_rows"]["count"] == 1
-    assert report["ignored_non_dicom_files"] == 1
+    assert report["ignored_files"] == 1 and report["image_formats"] == {"DICOM": 16} and report["warnings"] == []
 
     dataset = read_dataset(out)
     assert dataset.images.shape == (12, 32, 32) and dataset.images.dtype == np.uint8
@@ -130,7 +130,7 @@ def test_too_many_unreadable_images_stop_the_run(tmp_path):
         ),
         (
             lambda root: [p.unlink() for p in (root / "stage_2_train_images").glob("*.dcm")],
-            "no .dcm files",
+            "no image files",
         ),
     ],
     ids=["renamed-csv", "renamed-column", "empty-folder"],
