@@ -177,7 +177,7 @@ def test_cli_prepare_rsna(tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and "Target" in result.output and "Traceback" not in result.output
     help_text = runner.invoke(app, ["prepare", "rsna", "--help"]).output
-    assert "Example:" in help_text and "pyro-adgm prepare rsna --root" in help_text
+    assert "Example" in help_text and "pyro-adgm prepare rsna --root" in help_text
 
 
 def test_real_rsna_sample(tmp_path):
