@@ -25,19 +25,20 @@ def prepare():
 @click.option("--val-fraction", default=0.1, show_default=True)
 @click.option("--test-fraction", default=0.1, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Rebuild even when OUT is already prepared with the same settings.")
 @one_line_errors
-def prepare_demo(out_dir, n_images, size, val_fraction, test_fraction, seed):
+def prepare_demo(out_dir, n_images, size, val_fraction, test_fraction, seed, force):
     """The built-in procedural phantoms (normal / opacity / not-normal).
 
     \b
     Example:
       pyro-adgm prepare demo --out data/demo --size 64
     """
-    from data_tools.demo import make_demo_dataset
+    from data_tools.demo import prepare_demo as run
 
-    dataset = make_demo_dataset(n_images, size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
-    path = dataset.save(out_dir)
-    click.echo(f"wrote {len(dataset.index)} images of {size}x{size} to {path}")
+    path, note = run(out_dir, n_images, size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                     force=force)
+    click.echo(note or f"wrote {n_images} images of {size}x{size} to {path}")
 
 
 def _image_options(command):
@@ -74,6 +75,9 @@ def _common_options(command):
             help="Stop when more than this share of the images cannot be used.",
         ),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."),
+        click.option(
+            "--force", is_flag=True, help="Rebuild even when OUT is already prepared with the same plan (else: no-op)."
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -81,6 +85,11 @@ def _common_options(command):
 
 
 def _echo_result(result):
+    if result.unchanged:
+        click.echo(result.note)
+        return
+    if result.note:
+        click.echo(result.note)
     for warning in result.report.get("warnings", []):
         click.echo(f"warning: {warning}")
     click.echo(f"wrote {result.n_images} images to {result.path} ({result.decoded_this_run} decoded in this run)")
@@ -100,7 +109,7 @@ def _echo_result(result):
 @_common_options
 @one_line_errors
 def prepare_rsna(root, images_dir, labels_csv, class_csv, size, square, voi_lut, workers, val_fraction, test_fraction,
-                 seed, out_dir, max_failure_fraction, progress):
+                 seed, out_dir, max_failure_fraction, progress, force):
     """The RSNA Pneumonia Detection Challenge (Kaggle layout), one image per patient.
 
     The images may be the Kaggle DICOMs or PNG/JPEG copies of them (the file stem is the patientId). A folder
@@ -117,7 +126,7 @@ def prepare_rsna(root, images_dir, labels_csv, class_csv, size, square, voi_lut,
     result = run(
         out_dir, root=root, images_dir=images_dir, labels_csv=labels_csv, class_csv=class_csv, size=size,
         square=square, voi_lut=voi_lut, workers=workers, val_fraction=val_fraction, test_fraction=test_fraction,
-        seed=seed, max_failure_fraction=max_failure_fraction, progress=progress,
+        seed=seed, max_failure_fraction=max_failure_fraction, progress=progress, force=force,
     )
     _echo_result(result)
 
@@ -133,7 +142,7 @@ def prepare_rsna(root, images_dir, labels_csv, class_csv, size, square, voi_lut,
 @click.option("--seed", default=0, show_default=True, help="Seed of the --test-from-train draw.")
 @_common_options
 @one_line_errors
-def prepare_medmnist(npz_file, size, class_names, test_from_train, seed, out_dir, max_failure_fraction, progress):
+def prepare_medmnist(npz_file, size, class_names, test_from_train, seed, out_dir, max_failure_fraction, progress, force):
     """A MedMNIST .npz file, keeping its train/val/test splits.
 
     With --test-from-train N the test split is N training images drawn at random instead: a test set from the
@@ -148,7 +157,7 @@ def prepare_medmnist(npz_file, size, class_names, test_from_train, seed, out_dir
 
     names = [name.strip() for name in class_names.split(",")] if class_names else None
     result = run(npz_file, out_dir, size=size, class_names=names, test_from_train=test_from_train, seed=seed,
-                 max_failure_fraction=max_failure_fraction, progress=progress)
+                 max_failure_fraction=max_failure_fraction, progress=progress, force=force)
     _echo_result(result)
 
 
@@ -158,7 +167,7 @@ def prepare_medmnist(npz_file, size, class_names, test_from_train, seed, out_dir
 @_common_options
 @one_line_errors
 def prepare_folder(root, size, square, voi_lut, workers, val_fraction, test_fraction, seed, out_dir,
-                   max_failure_fraction, progress):
+                   max_failure_fraction, progress, force):
     """A folder with one sub-folder per class of PNG/JPEG/DICOM files (train/, val/, test/ above them kept).
 
     \b
@@ -170,5 +179,6 @@ def prepare_folder(root, size, square, voi_lut, workers, val_fraction, test_frac
     result = run(
         root, out_dir, size=size, square=square, voi_lut=voi_lut, workers=workers, val_fraction=val_fraction,
         test_fraction=test_fraction, seed=seed, max_failure_fraction=max_failure_fraction, progress=progress,
+        force=force,
     )
     _echo_result(result)

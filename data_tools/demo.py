@@ -13,9 +13,13 @@ Generation takes seconds at any size and needs no download; the same seed gives 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
-from data_tools.dataset import IndexTable, PreparedDataset, stratified_split
+from data_tools.dataset import FORMAT_VERSION, IndexTable, PreparedDataset, stratified_split, tool_version
+from data_tools.plan import PLAN_KEY, finished_with_plan, plan_fingerprint, unchanged_message
 
 DEMO_CLASSES = ("normal", "opacity", "not-normal")
 #: The demo used by `pyro-adgm train` without --data and by `pyro-adgm prepare demo`.
@@ -101,3 +105,29 @@ def make_demo_dataset(
         "image_size": image_size,
     }
     return PreparedDataset(images, index, meta)
+
+
+def prepare_demo(
+    out: str | os.PathLike,
+    n_images: int = DEMO_N_IMAGES,
+    image_size: int = DEMO_IMAGE_SIZE,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    force: bool = False,
+) -> tuple[Path, str]:
+    """Write the demo dataset to ``out``, unless it is already there with the same settings (and not ``force``).
+
+    Returns the folder and a one-line note: empty after writing, the "nothing to do" line when left alone.
+    """
+    out = Path(out)
+    settings = {"format_version": FORMAT_VERSION, "tool_version": tool_version(), "source": "demo",
+                "n_images": n_images, "image_size": image_size, "seed": seed,
+                "val_fraction": val_fraction, "test_fraction": test_fraction}  # fmt: skip
+    plan = plan_fingerprint(settings, [])
+    if not force and finished_with_plan(out, plan, with_report=False) is not None:
+        return out, unchanged_message(out)
+    dataset = make_demo_dataset(n_images, image_size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    dataset.meta[PLAN_KEY] = plan
+    return dataset.save(out), ""

@@ -82,8 +82,10 @@ def prepare_folder(
     seed: int = 0,
     max_failure_fraction: float = 0.05,
     progress: bool = False,
+    force: bool = False,
 ) -> PrepareResult:
-    """Prepare every PNG/JPEG/DICOM under ``root``'s class sub-folders at ``size`` x ``size`` into ``out``."""
+    """Prepare every PNG/JPEG/DICOM under ``root``'s class sub-folders at ``size`` x ``size`` into ``out``; a
+    finished ``out`` with the same plan is left alone unless ``force`` (see :mod:`data_tools.writer`)."""
     root = Path(root)
     tasks, class_names, split_folders, ignored = list_folder(root)
     tasks_map = canonical_tasks(class_names)
@@ -109,4 +111,5 @@ def prepare_folder(
         seed=seed,
         max_failure_fraction=max_failure_fraction,
         progress=progress,
+        force=force,
     )

@@ -116,9 +116,11 @@ def prepare_medmnist(
     seed: int = 0,
     max_failure_fraction: float = 0.05,
     progress: bool = False,
+    force: bool = False,
 ) -> PrepareResult:
     """Prepare a MedMNIST file into ``out`` at ``size`` (default: the file's own size), splits kept, or with
-    ``test_from_train`` training images drawn (``seed``) as the test split in place of the file's."""
+    ``test_from_train`` training images drawn (``seed``) as the test split in place of the file's. A finished
+    ``out`` with the same plan is left alone unless ``force`` (see :mod:`data_tools.writer`)."""
     npz_path = Path(npz_path)
     images, labels = read_medmnist(npz_path)
     kept = assign_splits(labels, test_from_train, seed)
@@ -167,4 +169,6 @@ def prepare_medmnist(
         chunk_size=512,
         max_failure_fraction=max_failure_fraction,
         progress=progress,
+        inputs=[npz_path],
+        force=force,
     )

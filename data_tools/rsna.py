@@ -189,9 +189,11 @@ def prepare_rsna(
     seed: int = 0,
     max_failure_fraction: float = 0.05,
     progress: bool = False,
+    force: bool = False,
 ) -> PrepareResult:
     """Prepare the RSNA training images at ``size`` x ``size`` into ``out``; paths default to the Kaggle
-    layout under ``root``. All input checks happen before any image is decoded."""
+    layout under ``root``. All input checks happen before any image is decoded; a finished ``out`` with the
+    same plan is left alone unless ``force`` (see :mod:`data_tools.writer`)."""
     if root is None and None in (images_dir, labels_csv, class_csv):
         raise InputError("give root (--root), or all of images_dir, labels_csv and class_csv (--images, --labels-csv, --class-csv)")
     base = Path(root) if root is not None else Path(".")
@@ -256,4 +258,6 @@ def prepare_rsna(
         seed=seed,
         max_failure_fraction=max_failure_fraction,
         progress=progress,
+        inputs=[labels_csv, class_csv],
+        force=force,
     )

@@ -16,6 +16,9 @@ one file into a uint8 (S, S) array, :func:`prepare_images` writes a prepared dat
   out. Failures found before decoding (duplicates, images without a label) count too. When failures exceed
   ``max_failure_fraction`` of the images found, the run stops with an :class:`InputError` (the report so far
   is in the staging folder).
+- A finished dataset is left alone: when ``OUT`` is complete and its ``meta.json`` records the same plan
+  (:mod:`data_tools.plan`: inputs, labels, preprocessing, splits), the run does nothing and says so;
+  ``force=True`` rebuilds it. ``OUT`` made with another plan is rebuilt, with a warning naming the difference.
 - At the end the finished rows are linked (or, when some failed, copied in order without the holes) into a
   temporary sibling with ``index.csv``, ``meta.json`` and ``report.json``, which is renamed into place by
   :func:`data_tools.dataset.publish_dir`; no reader ever sees a half-written dataset.
@@ -49,6 +52,16 @@ from data_tools.dataset import (
     write_index,
 )
 from data_tools.errors import InputError
+from data_tools.plan import (
+    PLAN_KEY,
+    file_stamp,
+    finished_with_plan,
+    plan_difference,
+    plan_fingerprint,
+    read_meta,
+    replaced_message,
+    unchanged_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +105,10 @@ class PrepareResult:
     counts: dict
     report_path: Path
     report: dict = field(repr=False, default_factory=dict)
+    #: True when ``path`` already held this dataset, made with the same plan, and nothing was done.
+    unchanged: bool = False
+    #: One line for the user about what happened to an existing ``path`` (left alone, or rebuilt and why).
+    note: str = ""
 
 
 def default_workers() -> int:
@@ -163,9 +180,10 @@ class _Staging:
             self._lock_handle.close()
             self._lock_handle = None
 
-    def open(self) -> dict[int, dict]:
-        """Reuse a staging folder made for the same plan, or start it over; return the finished-image records."""
-        if self._matches_plan():
+    def open(self, *, fresh: bool = False) -> dict[int, dict]:
+        """Reuse a staging folder made for the same plan (unless ``fresh``), or start it over; return the
+        finished-image records."""
+        if not fresh and self._matches_plan():
             records = self._read_log()
             logger.info("resuming %s: %d of %d images already done", self.dir, len(records), self.n)
             return records
@@ -258,6 +276,37 @@ def _fingerprint(tasks: Sequence[ImageTask], image_size: int, preprocessing: dic
     for task in tasks:
         digest.update(f"{task.id}\0{task.path}\n".encode())
     return digest.hexdigest()
+
+
+def _output_plan(
+    tasks: Sequence[ImageTask],
+    early_failures: Sequence[Failure],
+    inputs: Sequence[str | os.PathLike],
+    settings: dict,
+) -> str:
+    """The plan fingerprint of a finished dataset (see :mod:`data_tools.plan`)."""
+    rows = [("task", t.id, t.path, t.patient, t.class_name, t.view, t.split, file_stamp(t.path)) for t in tasks]
+    rows += [("left-out", f.id, f.path, f.kind, f.message) for f in early_failures]
+    rows += [("input", str(path), file_stamp(path)) for path in inputs]
+    return plan_fingerprint(settings, rows)
+
+
+def _unchanged_result(out: Path, meta: dict, max_failure_fraction: float) -> PrepareResult:
+    """The result of a run that found ``out`` finished with its plan; the failure limit still applies."""
+    report_path = out / "report.json"
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{report_path}: not readable JSON ({error}); rerun with --force to rebuild {out}") from None
+    failures = [Failure(**f) for f in report.get("failures", [])]
+    found = int(report.get("images_found", 0))
+    if len(failures) > max_failure_fraction * found:
+        raise _failure_error(len(failures), found, max_failure_fraction, report_path, failures)
+    return PrepareResult(
+        path=out, n_images=int(report.get("images_prepared", 0)), n_failed=len(failures), decoded_this_run=0,
+        counts=meta.get("counts", {}), report_path=report_path, report=report, unchanged=True,
+        note=unchanged_message(out),
+    )
 
 
 def _chunks(rows: list[int], chunk_size: int) -> Iterable[list[int]]:
@@ -404,6 +453,8 @@ def prepare_images(
     max_failure_fraction: float = 0.05,
     chunk_size: int = 32,
     progress: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
+    force: bool = False,
 ) -> PrepareResult:
     """Prepare ``tasks`` into the dataset folder ``out`` (see the module docstring).
 
@@ -412,6 +463,8 @@ def prepare_images(
     preprocessing: what the loader does, recorded in ``meta.json`` and part of the resume fingerprint.
     meta: the source's ``source``, ``class_names``, ``tasks`` and anything else it wants recorded.
     early_failures: images already left out by the source (duplicates, no label); they count as failures.
+    inputs: the source's other input files (label CSVs, an archive); their size and time join the plan.
+    force: rebuild ``out`` even when it is finished with the same plan, and start any staging over.
     """
     out = Path(out)
     tasks = list(tasks)
@@ -428,6 +481,22 @@ def prepare_images(
     total = len(tasks) + len(early_failures)
     limit = max_failure_fraction * total
     report_extra = dict(report_extra or {})
+
+    splits = {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
+    settings = {"format_version": FORMAT_VERSION, "tool_version": tool_version(), "image_size": image_size,
+                "preprocessing": preprocessing, "meta": meta, "splits": splits}
+    plan = _output_plan(tasks, early_failures, inputs, settings)
+    note = ""
+    finished = finished_with_plan(out, plan)
+    if finished is not None and not force:
+        return _unchanged_result(out, finished, max_failure_fraction)
+    if finished is not None:
+        note = f"{out}: rebuilding it (--force)"
+        logger.info("%s", note)
+    elif (old_meta := read_meta(out)) is not None:
+        note = replaced_message(out, plan_difference(old_meta, image_size=image_size, preprocessing=preprocessing,
+                                                     splits=splits, source=str(meta.get("source", ""))))
+        logger.warning("%s", note)
 
     staging = _Staging(out, len(tasks), image_size, _fingerprint(tasks, image_size, preprocessing))
     staging.lock()
@@ -450,7 +519,7 @@ def prepare_images(
         stop_if_too_many(early_failures, {}, 0)
         if not tasks:
             raise InputError(f"no images to prepare for {out} (every image found was left out; see {report_path})")
-        records = staging.open()
+        records = staging.open(fresh=force)
         done_before = len(records)
         failures = early_failures + [
             Failure(tasks[row].id, tasks[row].path, rec["kind"], rec["message"])
@@ -491,6 +560,7 @@ def prepare_images(
             out, staging, tasks, records, failures, meta=meta, image_size=image_size, preprocessing=preprocessing,
             total=total, decoded_now=decoded_now, done_before=done_before, max_failure_fraction=max_failure_fraction,
             report_extra=report_extra, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+            plan=plan, note=note,
         )
     finally:
         staging.unlock()
@@ -514,6 +584,8 @@ def _finalise(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    plan: str,
+    note: str,
 ) -> PrepareResult:
     """Build the final folder from the staging one and rename it into place; remove the staging folder."""
     ok_rows = np.array([row for row in range(len(tasks)) if records[row]["ok"]], dtype=np.int64)
@@ -549,6 +621,7 @@ def _finalise(
         counts=count_table(index),
         failures=len(failures),
     )
+    full_meta[PLAN_KEY] = plan
 
     _remove_stale_temporaries(out)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -572,5 +645,5 @@ def _finalise(
     logger.info("wrote %d images to %s (%d failed, %d decoded in this run)", len(kept), out, len(failures), decoded_now)
     return PrepareResult(
         path=out, n_images=len(kept), n_failed=len(failures), decoded_this_run=decoded_now,
-        counts=full_meta["counts"], report_path=out / "report.json", report=report,
+        counts=full_meta["counts"], report_path=out / "report.json", report=report, note=note,
     )
