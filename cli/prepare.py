@@ -182,3 +182,76 @@ def prepare_folder(root, size, square, voi_lut, workers, val_fraction, test_frac
         force=force,
     )
     _echo_result(result)
+
+
+@prepare.command("csv")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False), required=True, help="The label CSV.")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False), default=None,
+              help="The folder the CSV's paths are relative to (default: the CSV's folder).")
+@click.option("--layout", type=click.Choice(["plain", "chestx-ray14", "chexpert"]), default="plain", show_default=True,
+              help="Column defaults: plain (path,label[,patient][,split][,view]); chestx-ray14 (Data_Entry_2017.csv: "
+                   "Image Index, Finding Labels, Patient ID, View Position); chexpert (train.csv/valid.csv: Path, one "
+                   "column per finding, the patient from the path, AP/PA).")
+@click.option("--path-column", default=None, help="Column of image paths (plain: path).")
+@click.option("--suffix", default="", help="Appended to each path that does not end with it, e.g. .png for patientIds.")
+@click.option("--label-column", default=None, help="Column of class values (plain: label).")
+@click.option("--class", "classes", multiple=True, metavar="NAME=VALUE[,VALUE...]",
+              help="Map CSV values to a class; repeat per class; several values merge into one class. "
+                   "Default: a class per value. Any other value is an error.")
+@click.option("--finding", default=None,
+              help="Classify one finding: rows with it (positive) vs without (negative). \"No Finding\": normal vs abnormal.")
+@click.option("--findings-column", default=None, help="Column listing findings separated by | (chestx-ray14: Finding Labels).")
+@click.option("--uncertain", type=click.Choice(["drop", "positive", "negative"]), default=None,
+              help="A finding column's -1 (uncertain) rows: left out, or counted as positive or negative.  [default: drop]")
+@click.option("--blank", type=click.Choice(["negative", "drop"]), default=None,
+              help="A finding column's blank rows (not mentioned).  [default: negative]")
+@click.option("--multi-finding", type=click.Choice(["keep", "drop"]), default=None,
+              help="Positive rows with other findings too: kept as positive, or left out.  [default: keep]")
+@click.option("--negatives", type=click.Choice(["rest", "no-finding"]), default=None,
+              help="Negatives: every row without the finding, or only rows without any finding.  [default: rest]")
+@click.option("--patient-column", default=None,
+              help="Column of patient ids: splits keep a patient's images together (plain: patient, if present; '' for none).")
+@click.option("--patient-pattern", default=None, metavar="REGEX",
+              help="Without a patient column: the patient id is this regex's match in the path (chexpert: patient\\d+).")
+@click.option("--split-column", default=None,
+              help="Column of train/val/test: kept; a split it never names is drawn from train (plain: split, if present).")
+@click.option("--view-column", default=None, help="Column of the view, e.g. AP/PA (plain: view, if present).")
+@click.option("--where", multiple=True, metavar="COLUMN=VALUE[,VALUE...]",
+              help="Keep only rows with one of these values; repeat for several columns (all must hold).")
+@_image_options
+@_common_options
+@one_line_errors
+def prepare_csv(csv_file, images_dir, layout, path_column, suffix, label_column, classes, finding, findings_column,
+                uncertain, blank, multi_finding, negatives, patient_column, patient_pattern, split_column, view_column,
+                where, size, square, voi_lut, workers, val_fraction, test_fraction, seed, out_dir, max_failure_fraction,
+                progress, force):  # fmt: skip
+    """An image folder and a label CSV: a column of paths, a column of labels (or findings), optionally patients
+    and splits. Images missing from the folder are counted and listed in the report.
+
+    \b
+    Examples:
+      pyro-adgm prepare csv --csv labels.csv --images scans/ --out data/mine-225
+      pyro-adgm prepare csv --csv rsna/labels.csv --images rsna/stage_2_train_images --path-column patientId \\
+          --suffix .png --label-column class --class normal=Normal \\
+          --class abnormal="Lung Opacity,No Lung Opacity / Not Normal" --out data/rsna-2class
+      pyro-adgm prepare csv --layout chestx-ray14 --csv Data_Entry_2017.csv --images nih/ --finding Effusion \\
+          --multi-finding drop --out data/cxr14-effusion
+      pyro-adgm prepare csv --layout chexpert --csv CheXpert-v1.0-small/train.csv --finding "Pleural Effusion" \\
+          --uncertain drop --where Frontal/Lateral=Frontal --out data/chexpert-effusion
+    """
+    from data_tools.csv_labels import parse_class_options
+    from data_tools.csv_source import CsvSpec, parse_where
+    from data_tools.csv_source import prepare_csv as run
+
+    spec = CsvSpec(
+        layout=layout, path_column=path_column, suffix=suffix, label_column=label_column,
+        classes=parse_class_options(classes), finding=finding, findings_column=findings_column, uncertain=uncertain,
+        blank=blank, multi_finding=multi_finding, negatives=negatives, patient_column=patient_column,
+        patient_pattern=patient_pattern, split_column=split_column, view_column=view_column, where=parse_where(where),
+    )
+    result = run(
+        csv_file, out_dir, spec, images=images_dir, size=size, square=square, voi_lut=voi_lut, workers=workers,
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, max_failure_fraction=max_failure_fraction,
+        progress=progress, force=force,
+    )
+    _echo_result(result)
