@@ -137,19 +137,49 @@ def sample(checkpoint, class_name, n, out, seed, device):
 @app.command()
 @click.option("--checkpoint", type=click.Path(), required=True)
 @click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write the CSV to this file (replaced whole, never half-written) instead of standard output.")
 @click.option("--device", default="auto", show_default=True)
 @one_line_errors
-def predict(checkpoint, files, device):
-    """Class probabilities for DICOM/PNG/JPEG files, as CSV on standard output.
+def predict(checkpoint, files, out_file, device):
+    """Class probabilities for DICOM/PNG/JPEG files, as CSV on standard output or in --out FILE.
+
+    FILES are image files or folders; a folder stands for the .dcm/.dicom/.png/.jpg/.jpeg files directly in it
+    (not in its sub-folders), in sorted order. Columns: file, predicted, p_<class> per class.
 
     \b
-    Example:
+    Examples:
       pyro-adgm predict --checkpoint runs/2class-adgm-50labels-seed0/best.pt scan1.dcm scan2.png > predictions.csv
+      pyro-adgm predict --checkpoint runs/2class-adgm-50labels-seed0/best.pt scans/ --out predictions.csv
     """
-    rows = runs.predict(checkpoint, files, device=device)
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
+    import os
+    import uuid
+    from pathlib import Path
+
+    from data_tools.errors import InputError
+    from data_tools.image_paths import expand_image_arguments
+
+    paths = expand_image_arguments(files)
+    if out_file is not None and not Path(out_file).resolve().parent.is_dir():
+        raise InputError(f"--out {out_file}: folder {Path(out_file).resolve().parent} does not exist")
+    rows = runs.predict(checkpoint, paths, device=device)
+    if out_file is None:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    out = Path(out_file)
+    # A temporary sibling renamed into place: a reader sees the old file or the whole new one.
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "x", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    click.echo(f"wrote {len(rows)} predictions to {out}")
 
 
 def format_report(report: dict) -> str:

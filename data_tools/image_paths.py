@@ -9,12 +9,18 @@ A value is looked up, in order:
 3. for a bare file name, by name anywhere under the root (ChestX-ray14's ``Image Index`` is a file name, the
    images ship in ``images_001/images/`` ... ``images_012/images/``); a name found in several folders is
    ambiguous. The root is listed once, the first time a value needs it.
+
+:func:`expand_image_arguments` turns command-line arguments (files or folders) into image files, for
+``pyro-adgm predict``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+
+from data_tools.errors import InputError
 
 
 class ImageLocator:
@@ -56,3 +62,24 @@ class ImageLocator:
             if len(found) > 1:
                 return None, "ambiguous: " + ", ".join(str(p) for p in sorted(found)[:3])
         return None, "missing"
+
+
+def expand_image_arguments(arguments: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given; a folder becomes the image files directly in it (``.dcm``, ``.dicom``, ``.png``, ``.jpg``,
+    ``.jpeg``, any case; not those in its sub-folders; hidden files skipped), sorted by name. A folder without
+    one is an :class:`InputError`; a path that does not exist is kept, for the reader to report."""
+    from data_tools.imaging import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if not path.is_dir():
+            paths.append(path)
+            continue
+        found = sorted(p for p in path.iterdir()
+                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)  # fmt: skip
+        if not found:
+            raise InputError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) directly in this folder "
+                             "(sub-folders are not searched)")  # fmt: skip
+        paths.extend(found)
+    return paths
