@@ -11,6 +11,7 @@ already written is read back.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import logging
@@ -23,6 +24,7 @@ import numpy as np
 from data_tools.errors import InputError
 from pyro_adgm import runs
 from pyro_adgm.checkpoint import atomic_write_text
+from pyro_adgm.model import ADGM
 from pyro_adgm.plots import save_figure
 from pyro_adgm.training import TrainConfig
 
@@ -47,14 +49,14 @@ def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], metho
                     epochs: int | None = None, out_dir: str | Path = "runs/label-curve",
                     evaluate_split: str | None = "test", image_size: int | None = None,
                     model_options: dict | None = None, config_overrides: dict | None = None,
-                    class_prior: str | None = None, label_weights: str = "prior") -> list[dict]:  # fmt: skip
+                    class_prior: str | None = None, label_weights: str = "equal") -> list[dict]:  # fmt: skip
     """Train and evaluate every (method, labels per class, seed); return one row per run.
 
     data: a prepared dataset folder, or None for the demo phantoms (``demo`` settings as :func:`runs.train`).
     epochs: per run (None: the paper's number for ``task``). config_overrides: other :class:`TrainConfig`
     fields (``batch_size``, ``lr``, ``device``, ...). model_options: keyword arguments of :class:`ADGM`, over
     the p(y) settings that ``class_prior`` and ``label_weights`` give each method (:func:`runs.model_options_for`:
-    by default a learned p(y) for the ADGM, a uniform one for the supervised baseline, labels weighted by it).
+    by default the paper's fixed uniform p(y) and unweighted labels for both).
     evaluate_split: the split the best checkpoint is evaluated on once (skipped, with a warning, where the
     dataset has no such split), or None.
 
@@ -96,18 +98,23 @@ def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model
         runs.resume(run_dir, epochs=config.resolved_epochs())
     else:
         runs.train(config, data=data, demo=demo, image_size=image_size, run_dir=run_dir, model_options=model_options)
+    if evaluate_split is not None and not (run_dir / f"evaluation-{evaluate_split}.json").exists():
+        runs.evaluate(run_dir / "best.pt", data=data, split=evaluate_split, device=config.device)  # saved beside it
+    return finished_row(run_dir, evaluate_split)
+
+
+def finished_row(run_dir: Path, evaluate_split: str | None = "test") -> dict:
+    """The row of :func:`run_label_curve` for a finished run, read from its folder (``config.json``,
+    ``report.json``, ``metrics.csv`` and, when evaluated, ``evaluation-SPLIT.json``)."""
+    run_dir = Path(run_dir)
+    train = json.loads((run_dir / "config.json").read_text())["train"]
     report = json.loads((run_dir / "report.json").read_text())
-    test = None
-    if evaluate_split is not None:
-        saved = run_dir / f"evaluation-{evaluate_split}.json"
-        if saved.exists():
-            test = json.loads(saved.read_text())
-        else:
-            test = runs.evaluate(run_dir / "best.pt", data=data, split=evaluate_split, device=config.device)
+    saved = run_dir / f"evaluation-{evaluate_split}.json"
+    test = json.loads(saved.read_text()) if evaluate_split is not None and saved.exists() else None
     with open(run_dir / "metrics.csv", newline="") as handle:
         epochs = list(csv.DictReader(handle))
     return {
-        "method": config.method, "labels_per_class": config.labels_per_class, "seed": config.seed,
+        "method": train["method"], "labels_per_class": train["labels_per_class"], "seed": train["seed"],
         "val_accuracy": report["accuracy"], "final_val_accuracy": float(epochs[-1]["val_accuracy"]),
         "test_accuracy": test["accuracy"] if test else None, "test_roc_auc": test["roc_auc"] if test else None, "seconds": round(sum(float(e["seconds"]) for e in epochs), 1),
         "run_dir": str(run_dir),
@@ -115,9 +122,11 @@ def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model
 
 
 #: model settings a reused run must share with the ones asked for; a config saved before a field existed gets the
-#: value such a run loads with (the ADGM, a Gaussian p(x|z,y), a fixed p(y), unweighted labels)
-COMPARED_MODEL_FIELDS = {"variant": "adgm", "likelihood": "gaussian", "learn_class_prior": False,
+#: value such a run loads with (the ADGM, a Gaussian p(x|z,y) with per-class batch norm, a fixed p(y), unweighted labels)
+COMPARED_MODEL_FIELDS = {"variant": "adgm", "likelihood": "gaussian", "decoder_norm": "batch", "learn_class_prior": False,
                          "prior_weighted_labels": False, "class_prior": None}  # fmt: skip
+#: fields of the generative model, which the supervised baseline does not train
+GENERATIVE_FIELDS = ("variant", "likelihood", "decoder_norm")
 
 
 def check_same_model(saved: dict, model_options: dict, run_dir: Path) -> None:
@@ -126,7 +135,8 @@ def check_same_model(saved: dict, model_options: dict, run_dir: Path) -> None:
     the new one.
     (Under a fixed uniform p(y) weighting the labels by K * p(y) changes nothing, so that flag is not compared.)"""
     have = {**COMPARED_MODEL_FIELDS, **saved["model"]}
-    want = {**COMPARED_MODEL_FIELDS, **model_options}
+    defaults = inspect.signature(ADGM).parameters  # what a model built from model_options gets
+    want = {**{field: defaults[field].default for field in COMPARED_MODEL_FIELDS}, **model_options}
     if isinstance(want["class_prior"], dict):  # known shares by name -> the order of the run's classes
         want["class_prior"] = runs.resolve_known_prior(want["class_prior"], saved["class_names"])
     for settings in (have, want):
@@ -134,8 +144,9 @@ def check_same_model(saved: dict, model_options: dict, run_dir: Path) -> None:
         if prior is not None and np.allclose(prior, 1.0 / len(prior), atol=1e-6):
             settings["class_prior"] = None  # the uniform p(y), given or by default
     uniform = all(not s["learn_class_prior"] and s["class_prior"] is None for s in (have, want))
+    supervised = saved.get("train", {}).get("method") == "supervised"
     for field in COMPARED_MODEL_FIELDS:
-        if field == "prior_weighted_labels" and uniform:
+        if (field == "prior_weighted_labels" and uniform) or (field in GENERATIVE_FIELDS and supervised):
             continue
         if not same_setting(have[field], want[field]):
             shown = {k: "uniform" if v is None else v for k, v in (("have", have[field]), ("want", want[field]))}
@@ -145,7 +156,8 @@ def check_same_model(saved: dict, model_options: dict, run_dir: Path) -> None:
 
 #: training settings a reused run must share with the ones asked for (with the value of a config saved before the
 #: field existed), and the methods they change: the supervised baseline has no unlabelled term
-COMPARED_TRAIN_FIELDS = {"beta": (1.0, ("adgm", "supervised")), "unlabelled_weight": (1.0, ("adgm",))}
+COMPARED_TRAIN_FIELDS = {"beta": (1.0, ("adgm", "supervised")), "unlabelled_weight": (1.0, ("adgm",)),
+                         "decoupled_weight_decay": (False, ("adgm", "supervised"))}
 
 
 def check_same_training(saved: dict, config: TrainConfig, run_dir: Path) -> None:
@@ -154,8 +166,12 @@ def check_same_training(saved: dict, config: TrainConfig, run_dir: Path) -> None
     for field, (default, methods) in COMPARED_TRAIN_FIELDS.items():
         have, want = saved.get("train", {}).get(field, default), getattr(config, field)
         if config.method in methods and not same_setting(have, want):
-            raise InputError(f"{run_dir}: holds a run trained with {field} = {have:g}, not the {want:g} asked for; "
+            raise InputError(f"{run_dir}: holds a run trained with {field} = {shown(have)}, not the {shown(want)} asked for; "
                              "choose another output folder")  # fmt: skip
+
+
+def shown(value) -> str:
+    return str(value) if isinstance(value, bool) else f"{value:g}"
 
 
 def same_setting(have, want) -> bool:

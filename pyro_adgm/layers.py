@@ -1,8 +1,10 @@
-"""Building blocks shared by the networks: enumeration-aware batch norm, conv stacks and broadcasting heads.
+"""Building blocks shared by the networks: conv stacks, per-sample normalisation and broadcasting heads.
 
 Under parallel enumeration of y, tensors that depend on y carry extra leading dimensions, e.g. z arrives as
-(K, B, Z). The blocks here keep those dimensions out of the convolutional trunks on x (which run once per batch)
-and out of batch-norm statistics (which are computed per enumerated value, never across them).
+(K, B, Z). The blocks here keep those dimensions out of the convolutional trunks on x (which run once per batch).
+A network whose input includes y normalises each sample on its own (group norm): batch statistics taken per
+enumerated class would erase exactly the per-class offsets that the unlabelled term compares, and would make one
+image's p(x|z,y) depend on the other images of its batch. Batch norm stays in the trunks, which see x alone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,20 @@ def flatten_leading(x: torch.Tensor, trailing: int) -> tuple[torch.Tensor, torch
 
 
 # normalisation
+
+DECODER_NORMS = ("group", "batch")  # per-sample group norm, or batch norm with statistics per enumerated class
+
+
+def check_decoder_norm(norm: str) -> str:
+    if norm not in DECODER_NORMS:
+        raise ValueError(f"decoder_norm: expected one of {', '.join(DECODER_NORMS)}, got {norm!r}")
+    return norm
+
+
+def group_norm(channels: int, max_groups: int = 8) -> nn.GroupNorm:
+    """GroupNorm over ``channels`` with the largest group count <= ``max_groups`` that divides them."""
+    groups = max(g for g in range(1, max_groups + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
 
 
 class GroupedBatchNorm2d(nn.BatchNorm2d):
@@ -105,12 +121,16 @@ class DeconvStack(nn.Module):
     """The mirror of :class:`ConvTrunk`: features (..., B, F) -> images (..., B, C_out, S, S).
 
     Transposed convolutions with output padding chosen so that each layer restores the exact size of the
-    matching trunk layer (225 -> 113 -> ... is undone exactly). Every layer but the last is followed by
-    :class:`GroupedBatchNorm2d` (per enumerated value), ReLU and dropout; the last returns raw parameters.
+    matching trunk layer (225 -> 113 -> ... is undone exactly). Every layer but the last is followed by a
+    normalisation, ReLU and dropout; the last returns raw parameters. ``norm="group"``: group norm, per sample
+    (the default); ``"batch"``: :class:`GroupedBatchNorm2d`, batch statistics per enumerated value (kept to
+    measure against).
     """
 
-    def __init__(self, image_size: int, out_channels: int, channels: Sequence[int] = (32, 64, 128, 256, 256), dropout: float = 0.2):
+    def __init__(self, image_size: int, out_channels: int, channels: Sequence[int] = (32, 64, 128, 256, 256), dropout: float = 0.2,
+                 norm: str = "group"):  # fmt: skip
         super().__init__()
+        self.norm = check_decoder_norm(norm)
         sizes = conv_geometry(image_size)
         depth = len(sizes) - 1
         widths = list(channels[:depth])
@@ -127,7 +147,7 @@ class DeconvStack(nn.Module):
             output_padding = target - (2 * source - 1)
             self.convs.append(nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=output_padding, bias=last))
             if not last:
-                self.norms.append(GroupedBatchNorm2d(c_out))
+                self.norms.append(group_norm(c_out) if norm == "group" else GroupedBatchNorm2d(c_out))
             c_in = c_out
         self.dropout = nn.Dropout(dropout)
 
@@ -138,7 +158,8 @@ class DeconvStack(nn.Module):
         for i, conv in enumerate(self.convs):
             x = conv(x)
             if i < len(self.norms):
-                x = self.dropout(F.relu(self.norms[i](x, groups)))
+                x = self.norms[i](x) if self.norm == "group" else self.norms[i](x, groups)
+                x = self.dropout(F.relu(x))
         return x.view(tuple(lead) + tuple(x.shape[1:]))
 
 

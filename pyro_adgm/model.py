@@ -1,7 +1,7 @@
 """The Auxiliary Deep Generative Model (Maaløe et al. 2016) as a Pyro model and guide.
 
 Generative model:  p(z) p(y) p(x|z,y) p(a|z,y,x), with p(z) = N(0, I), p(y) = Cat(pi), p(x|z,y) from a
-likelihood (Gaussian by default) and p(a|z,y,x) Gaussian; or, with ``variant="sdgm"``, the paper's
+likelihood (a discretised logistic over the 256 grey levels by default) and p(a|z,y,x) Gaussian; or, with ``variant="sdgm"``, the paper's
 skip-connected model p(z) p(y) p(a|z,y) p(x|a,z,y), in which a is a second latent layer that x is drawn from.
 Inference model:   q(a|x) q(y|a,x) q(z|a,y,x), all Gaussian but q(y|a,x), which is categorical and is summed
 out exactly (parallel enumeration under ``TraceEnum_ELBO``) when y is not observed.
@@ -30,6 +30,7 @@ from pyro import poutine
 from pyro.contrib.autoname import scope
 from torch import nn
 
+from pyro_adgm.layers import check_decoder_norm
 from pyro_adgm.likelihoods import LIKELIHOODS
 from pyro_adgm.networks import check_variant, conv_networks, mlp_networks
 
@@ -75,8 +76,12 @@ class ADGM(nn.Module):
         dropout: dropout probability after each conv/dense layer.
         batch_norm: batch norm after the first layer of the MLP networks that read x (``"mlp"`` only; the
             convolutional networks always have it).
-        likelihood: ``"gaussian"``, ``"bernoulli"`` (binary x) or ``"bernoulli-grey"`` (the Bernoulli
-            cross-entropy of grey levels in [0, 1]) for p(x|z,y).
+        likelihood: p(x|z,y): ``"discretized-logistic"`` (8-bit grey levels, log p <= 0; the default),
+            ``"gaussian"`` (a density on [0, 1], the paper's), ``"bernoulli"`` (binary x) or ``"bernoulli-grey"``
+            (the Bernoulli cross-entropy of grey levels in [0, 1]).
+        decoder_norm: normalisation inside the convolutional p(x|z,y), which sees the enumerated y: ``"group"``
+            (per sample) or ``"batch"`` (batch statistics per enumerated class, so that one image's p(x|z,y)
+            depends on its batch; kept to measure against).
         class_prior: pi (K,), uniform by default; with ``learn_class_prior`` the starting value.
         learn_class_prior: learn pi by maximising the bound (empirical Bayes): softmax of a parameter
             ``class_prior_logits`` (K,), which only the unlabelled term trains (the labelled images are drawn N
@@ -108,7 +113,8 @@ class ADGM(nn.Module):
         hidden: Sequence[int] | None = None,
         dropout: float = 0.2,
         batch_norm: bool = True,
-        likelihood: str = "gaussian",
+        likelihood: str = "discretized-logistic",
+        decoder_norm: str = "group",
         class_prior: Sequence[float] | None = None,
         learn_class_prior: bool = False,
         prior_weighted_labels: bool = False,
@@ -125,6 +131,7 @@ class ADGM(nn.Module):
         if architecture not in ("conv", "mlp"):
             raise ValueError(f"architecture: expected 'conv' or 'mlp', got {architecture!r}")
         check_variant(variant)
+        check_decoder_norm(decoder_norm)
         if not batch_norm and architecture == "conv":
             raise ValueError("batch_norm: the convolutional networks always use batch norm; False needs architecture 'mlp'")
         networks = dict(networks or {})
@@ -141,7 +148,7 @@ class ADGM(nn.Module):
             "num_classes": num_classes, "image_size": image_size, "a_dim": a_dim, "z_dim": z_dim,
             "architecture": architecture, "channels": list(channels), "hidden": list(hidden), "dropout": dropout,
             "batch_norm": batch_norm,
-            "likelihood": likelihood, "in_channels": in_channels, "variant": variant,
+            "likelihood": likelihood, "decoder_norm": decoder_norm, "in_channels": in_channels, "variant": variant,
             "class_prior": list(class_prior) if class_prior is not None else None,
             "learn_class_prior": learn_class_prior, "prior_weighted_labels": prior_weighted_labels,
             "custom_networks": sorted(networks),
@@ -151,7 +158,8 @@ class ADGM(nn.Module):
                       variant=variant)  # fmt: skip
         missing = [name for name in NETWORK_NAMES if name not in networks]
         if missing:
-            defaults = conv_networks(channels=channels, **common) if architecture == "conv" else mlp_networks(batch_norm=batch_norm, **common)
+            defaults = (conv_networks(channels=channels, decoder_norm=decoder_norm, **common) if architecture == "conv"
+                        else mlp_networks(batch_norm=batch_norm, **common))  # fmt: skip
             networks.update({name: defaults[name] for name in missing})
         for name in NETWORK_NAMES:
             self.add_module(name, networks[name])
@@ -161,6 +169,13 @@ class ADGM(nn.Module):
         self.register_buffer("class_prior", prior)
         self.class_prior_logits = nn.Parameter(prior.clamp_min(1e-6).log()) if learn_class_prior else None
         self.prior_weighted_labels = prior_weighted_labels
+
+    @classmethod
+    def from_config(cls, config: dict) -> ADGM:
+        """The model a saved ``config`` (:attr:`config`, without ``custom_networks``) describes; a config written
+        before a setting existed gets the value that model ran with."""
+        saved_before = {"decoder_norm": "batch", "likelihood": "gaussian"}
+        return cls(**{**saved_before, **config})
 
     # helpers
 
@@ -285,8 +300,9 @@ class ADGM(nn.Module):
             return self.classifier(x, a=a).softmax(-1).mean(0)
 
     def generate(self, y: int | torch.Tensor, n: int = 16, *, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Images of class ``y``: the mean of p(x|z,y) for n draws z ~ p(z) (or the given z (n, Z)); for the
-        SDGM the mean of p(x|a,z,y) at a = the mean of p(a|z,y), so that the images depend on z and y alone.
+        """Images of class ``y``: the image of p(x|z,y) (its mean; the median level of a discretised logistic)
+        for n draws z ~ p(z) (or the given z (n, Z)); for the SDGM that of p(x|a,z,y) at a = the mean of
+        p(a|z,y), so that the images depend on z and y alone.
         (n, C, S, S) in [0, 1], eval mode."""
         device = self.class_prior.device
         if z is None:
@@ -297,5 +313,5 @@ class ADGM(nn.Module):
         with self.evaluating():
             if self.variant == "sdgm":
                 a_loc, _ = self.aux_decoder(z=z, y=y_onehot)
-                return self.likelihood.mean(self.image_decoder(z=z, y=y_onehot, a=a_loc))
-            return self.likelihood.mean(self.image_decoder(z=z, y=y_onehot))
+                return self.likelihood.image(self.image_decoder(z=z, y=y_onehot, a=a_loc))
+            return self.likelihood.image(self.image_decoder(z=z, y=y_onehot))

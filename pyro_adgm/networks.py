@@ -121,12 +121,14 @@ def _present(**inputs: torch.Tensor | None) -> dict[str, torch.Tensor]:
 class ConvImageDecoder(nn.Module):
     """(z, y[, a]) -> dense head -> transposed convolutions -> (..., B, out_channels, S, S).
 
-    ``a_dim`` > 0 adds a (B, A) as an input (the SDGM's p(x|a,z,y)); 0 is the ADGM's p(x|z,y).
+    ``a_dim`` > 0 adds a (B, A) as an input (the SDGM's p(x|a,z,y)); 0 is the ADGM's p(x|z,y). ``norm``: the
+    transposed convolutions' normalisation (:class:`~pyro_adgm.layers.DeconvStack`).
     """
 
-    def __init__(self, image_size: int, out_channels: int, z_dim: int, num_classes: int, *, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2, a_dim: int = 0):
+    def __init__(self, image_size: int, out_channels: int, z_dim: int, num_classes: int, *, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2, a_dim: int = 0,
+                 norm: str = "group"):  # fmt: skip
         super().__init__()
-        self.body = DeconvStack(image_size, out_channels, channels, dropout)
+        self.body = DeconvStack(image_size, out_channels, channels, dropout, norm)
         self.head = BroadcastHead(_decoder_inputs(z_dim, num_classes, a_dim), hidden, self.body.in_features, dropout)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
@@ -159,9 +161,11 @@ def check_variant(variant: str) -> bool:
     return variant == "sdgm"
 
 
-def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2, variant: str = "adgm") -> dict[str, nn.Module]:
+def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2, variant: str = "adgm",
+                  decoder_norm: str = "group") -> dict[str, nn.Module]:  # fmt: skip
     """The five convolutional networks of the chest X-ray model, keyed by their ADGM attribute names
-    (``variant="sdgm"``: p(a|z,y) without a trunk, and a as an input of p(x|a,z,y))."""
+    (``variant="sdgm"``: p(a|z,y) without a trunk, and a as an input of p(x|a,z,y)). The trunks on x use batch
+    norm; p(x|z,y) normalises per sample (``decoder_norm="group"``) since it sees the enumerated y."""
     skip = check_variant(variant)
 
     def trunk() -> ConvTrunk:
@@ -175,7 +179,7 @@ def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, 
         "aux_decoder": (GaussianHead({"z": z, "y": k}, a, hidden=hidden, dropout=dropout) if skip
                         else GaussianNet(trunk(), {"z": z, "y": k}, a, hidden=hidden, dropout=dropout)),
         "image_decoder": ConvImageDecoder(image_size, out_channels, z, k, channels=channels, hidden=hidden, dropout=dropout,
-                                          a_dim=a if skip else 0),
+                                          a_dim=a if skip else 0, norm=decoder_norm),
     }  # fmt: skip
 
 

@@ -123,37 +123,37 @@ def resolve_known_prior(shares: dict[str, float], class_names: Sequence[str]) ->
 
 
 #: the likelihoods p(x|z,y) a run from grey-level images can be given (a Bernoulli needs binarised images)
-TRAINABLE_LIKELIHOODS = ("gaussian", "bernoulli-grey")
+TRAINABLE_LIKELIHOODS = ("discretized-logistic", "gaussian", "bernoulli-grey")
+DEFAULT_LIKELIHOOD = "discretized-logistic"
 
 
-def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "prior", variant: str = "adgm",
-                      likelihood: str = "gaussian") -> dict:  # fmt: skip
+def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "equal", variant: str = "adgm",
+                      likelihood: str = DEFAULT_LIKELIHOOD) -> dict:  # fmt: skip
     """The :class:`ADGM` keyword arguments that set p(y), the weights of the labelled images, the variant and
     the likelihood p(x|z,y).
 
     class_prior: ``"uniform"`` (fixed), ``"learned"`` (from the unlabelled images), or known class shares
     ``"NAME=P,NAME=P"`` (fixed at those, e.g. the prevalence where the images come from; returned as
-    ``"class_prior": {name: p}``, which :func:`prepare_trainer` orders by the task's classes). None picks
-    ``"learned"`` for the ADGM and ``"uniform"`` for the supervised baseline, which has no unlabelled term to
-    learn it from.
+    ``"class_prior": {name: p}``, which :func:`prepare_trainer` orders by the task's classes). None: the paper's
+    fixed uniform p(y). A learned p(y) with prior-weighted labels can starve a class: the unlabelled term pulls
+    p(y) toward q's shares and the weights pull q toward p(y) (BENCHMARKS.md, "Ablation of the root fixes").
     label_weights: ``"prior"`` multiplies each labelled image's classification term by K * p(y) (every weight
-    is 1 under a uniform p(y)); ``"equal"`` leaves it as in the paper. BENCHMARKS.md, "Labelled images weighted
-    by the learned class prior", has the figures behind these defaults.
+    is 1 under a uniform p(y)); ``"equal"`` leaves it as in the paper.
     variant: ``"adgm"`` or ``"sdgm"`` (the skip-connected generative model); the supervised baseline has no
     generative model (it trains q(a|x) and q(y|a,x) only), so it takes ``"adgm"`` alone.
-    likelihood: ``"gaussian"`` (the paper's) or ``"bernoulli-grey"`` (the cross-entropy of grey levels in [0, 1]);
-    ``"bernoulli"`` needs binary images, which the command line does not make, so it is for Python use. Again
-    ``"gaussian"`` alone for the supervised baseline.
+    likelihood: ``"discretized-logistic"`` (8-bit levels), ``"gaussian"`` (the paper's density) or
+    ``"bernoulli-grey"`` (the cross-entropy of grey levels in [0, 1]); ``"bernoulli"`` needs binary images, which
+    the command line does not make, so it is for Python use. The default alone for the supervised baseline.
     """
     if class_prior is None:
-        class_prior = "learned" if method == "adgm" else "uniform"
+        class_prior = "uniform"
     if variant not in VARIANTS:
         raise InputError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
     if method == "supervised" and variant != "adgm":
         raise InputError(f"variant {variant!r}: the supervised baseline trains q(a|x) and q(y|a,x) only, it has no generative model to vary")
     if likelihood not in TRAINABLE_LIKELIHOODS:
         raise InputError(f"likelihood: expected one of {', '.join(TRAINABLE_LIKELIHOODS)}, got {likelihood!r}")
-    if method == "supervised" and likelihood != "gaussian":
+    if method == "supervised" and likelihood != DEFAULT_LIKELIHOOD:
         raise InputError(f"likelihood {likelihood!r}: the supervised baseline trains q(a|x) and q(y|a,x) only, it has no p(x|z,y)")
     known = parse_known_prior(class_prior)
     if known is None and class_prior not in CLASS_PRIORS:
@@ -250,7 +250,7 @@ def load_model(checkpoint: str | Path, device: str = "auto", *, model: ADGM | No
     config = dict(state["model_config"])
     if config.pop("custom_networks", None) and model is None:
         raise InputError(f"{checkpoint}: the model has custom networks; pass model=... built the same way")
-    model = ADGM(**config) if model is None else model
+    model = ADGM.from_config(config) if model is None else model
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as error:

@@ -37,15 +37,17 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
     for row in rows:  # how much of its best validation accuracy each run held: that of its last epoch
         with open(Path(row["run_dir"]) / "metrics.csv", newline="") as handle:
             assert row["final_val_accuracy"] == float(list(csv.DictReader(handle))[-1]["val_accuracy"])
-    # the ADGM runs there have a Gaussian p(x|z,y): not reported as runs of another likelihood
-    with pytest.raises(InputError, match="holds a run with model likelihood = gaussian, not the bernoulli-grey asked for"):
+    # the ADGM runs there have a discretised logistic p(x|z,y): not reported as runs of another likelihood
+    with pytest.raises(InputError, match="holds a run with model likelihood = discretized-logistic, not the bernoulli-grey asked for"):
         load("label_sweep").main(["--quick", "--methods", "adgm", "--likelihood", "bernoulli-grey", "--out", str(tmp_path)])
     # the ADGM runs in that folder are not reported as SDGM runs
     with pytest.raises(InputError, match="holds a run with model variant = adgm, not the sdgm asked for"):
         load("label_sweep").main(["--quick", "--methods", "adgm", "--variant", "sdgm", "--out", str(tmp_path)])
-    # nor the learned-p(y) runs as runs with a known p(y)
-    with pytest.raises(InputError, match="holds a run with model learn_class_prior = True, not the False asked for"):
+    # nor the uniform-p(y) runs as runs with a known or a learned p(y)
+    with pytest.raises(InputError, match=r"holds a run with model class_prior = uniform, not the \[0.3, 0.7\] asked for"):
         load("label_sweep").main(["--quick", "--methods", "adgm", "--class-prior", "normal=0.3,abnormal=0.7", "--out", str(tmp_path)])
+    with pytest.raises(InputError, match="holds a run with model learn_class_prior = False, not the True asked for"):
+        load("label_sweep").main(["--quick", "--methods", "adgm", "--class-prior", "learned", "--out", str(tmp_path)])
     # nor the full-unlabelled-term runs as runs with a smaller final weight; the baseline, which has none, is reused
     with pytest.raises(InputError, match="holds a run trained with unlabelled_weight = 1, not the 0.1 asked for"):
         load("label_sweep").main(["--quick", "--unlabelled-weight", "0.1", "--out", str(tmp_path)])
@@ -188,3 +190,28 @@ def test_split_shift_compares_the_methods_on_the_seeds_both_have():
     assert leads[("b", 10)]["seeds"] == [0, 1, 2]
     assert leads[("b", 10)]["test_accuracy"] == pytest.approx(0.02)
     assert leads[("b", 10)]["shifted_test_accuracy"] == pytest.approx(0.01)
+
+
+def test_ablation_quick_runs_every_setting_with_its_options(tmp_path):
+    module = load("ablation")
+    rows = module.main(["--quick", "--out", str(tmp_path)])
+    assert {r["setting"] for r in rows} == {"supervised", *module.SETTINGS}
+    for row in rows:
+        saved = json.loads((Path(row["run_dir"]) / "config.json").read_text())
+        if row["setting"] == "supervised":
+            continue
+        model_options, train_options = module.SETTINGS[row["setting"]]
+        for key, value in model_options.items():
+            assert saved["model"][key] == value, (row["setting"], key)
+        assert saved["train"]["decoupled_weight_decay"] == train_options["decoupled_weight_decay"]
+        assert 0.0 <= row["train_accuracy_fall"] <= 1.0
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| all | 3 | 1 |" in table and "| before | 3 | 1 |" in table
+    # rerun: every run is read back, none trained again
+    mtimes = {r["run_dir"]: (Path(r["run_dir"]) / "last.pt").stat().st_mtime for r in rows}
+    module.main(["--quick", "--out", str(tmp_path), "--settings", "all"])
+    assert all((Path(d) / "last.pt").stat().st_mtime == t for d, t in mtimes.items())
+    # the tables of the finished runs alone
+    assert (tmp_path / "ablation.csv").read_text().count("\n") == 1 + len(rows)
+    module.main(["--summarise-only", "--out", str(tmp_path)])
+    assert (tmp_path / "ablation.md").read_text().count("| all |") == 1

@@ -16,28 +16,40 @@ def saved_config(**model):
     return {"class_names": ["normal", "abnormal"], "model": {"num_classes": 2, **model}}
 
 
+def current(**changes):
+    """The config.json model of a run with today's defaults, with ``changes``."""
+    return saved_config(**{"variant": "adgm", "likelihood": "discretized-logistic", "decoder_norm": "group", "class_prior": None,
+                           "learn_class_prior": False, "prior_weighted_labels": False, **changes})  # fmt: skip
+
+
+#: saved before the likelihood and the decoder's normalisation were recorded: a Gaussian, per-class batch norm
 LEARNED = saved_config(variant="adgm", class_prior=None, learn_class_prior=True, prior_weighted_labels=True)
-KNOWN = saved_config(variant="adgm", class_prior=[0.25, 0.75], learn_class_prior=False, prior_weighted_labels=True)
+KNOWN = current(class_prior=[0.25, 0.75])
+OLD_STYLE = {"likelihood": "gaussian", "decoder_norm": "batch"}
 
 
 def test_the_same_settings_are_reused():
-    check_same_model(LEARNED, model_options_for("adgm"), RUN)
+    check_same_model(current(), model_options_for("adgm"), RUN)
     check_same_model(KNOWN, model_options_for("adgm", "abnormal=0.75,normal=0.25"), RUN)
+    check_same_model(LEARNED, {**model_options_for("adgm", "learned", "prior", likelihood="gaussian"), "decoder_norm": "batch"}, RUN)
 
 
 @pytest.mark.parametrize(
     "saved, options, message",
     [
-        (LEARNED, model_options_for("adgm", variant="sdgm"), "variant = adgm, not the sdgm"),
-        # saved before the likelihood was compared: such a run has the Gaussian
-        (LEARNED, model_options_for("adgm", likelihood="bernoulli-grey"), "likelihood = gaussian, not the bernoulli-grey"),
-        (saved_config(**{**LEARNED["model"], "likelihood": "bernoulli-grey"}), model_options_for("adgm"), "likelihood = bernoulli-grey, not the gaussian"),
-        (LEARNED, model_options_for("adgm", "normal=0.25,abnormal=0.75"), "learn_class_prior = True, not the False"),
+        (current(), model_options_for("adgm", variant="sdgm"), "variant = adgm, not the sdgm"),
+        (LEARNED, {**model_options_for("adgm", "learned", "prior", likelihood="bernoulli-grey"), "decoder_norm": "batch"},
+         "likelihood = gaussian, not the bernoulli-grey"),
+        (current(likelihood="bernoulli-grey"), model_options_for("adgm"), "likelihood = bernoulli-grey, not the discretized-logistic"),
+        (LEARNED, {**model_options_for("adgm", "learned", "prior", likelihood="gaussian")}, "decoder_norm = batch, not the group"),
+        (current(learn_class_prior=True, prior_weighted_labels=True), model_options_for("adgm", "normal=0.25,abnormal=0.75"),
+         "learn_class_prior = True, not the False"),
         (KNOWN, model_options_for("adgm", "normal=0.3,abnormal=0.7"), r"class_prior = \[0.25, 0.75\], not the \[0.3, 0.7\]"),
-        (KNOWN, model_options_for("supervised"), r"class_prior = \[0.25, 0.75\], not the uniform"),
-        (LEARNED, model_options_for("adgm", label_weights="equal"), "prior_weighted_labels = True, not the False"),
+        (KNOWN, model_options_for("adgm"), r"class_prior = \[0.25, 0.75\], not the uniform"),
+        (current(learn_class_prior=True, prior_weighted_labels=True), model_options_for("adgm", "learned", "equal"),
+         "prior_weighted_labels = True, not the False"),
         # saved before the p(y) fields existed: such a run loads with a fixed uniform p(y), not a learned one
-        (saved_config(), model_options_for("adgm"), "learn_class_prior = False, not the True"),
+        (saved_config(), {**model_options_for("adgm", "learned"), **OLD_STYLE}, "learn_class_prior = False, not the True"),
     ],
 )
 def test_a_run_of_another_model_is_refused(saved, options, message):
@@ -47,9 +59,13 @@ def test_a_run_of_another_model_is_refused(saved, options, message):
 
 def test_label_weights_do_not_matter_under_a_uniform_prior():
     # every K * p(y) weight is 1 there, so the flag does not change the model
-    old_baseline = saved_config()  # saved before the flags existed
+    check_same_model(current(class_prior=[0.5, 0.5], prior_weighted_labels=False), model_options_for("adgm", "uniform", "prior"), RUN)
+
+
+def test_a_supervised_run_is_reused_whatever_the_generative_settings():
+    # the baseline trains q(a|x) and q(y|a,x) only: its saved likelihood and decoder norm say nothing about it
+    old_baseline = {**saved_config(), "train": {"method": "supervised"}}  # saved before the flags existed
     check_same_model(old_baseline, model_options_for("supervised"), RUN)
-    check_same_model(saved_config(class_prior=[0.5, 0.5], prior_weighted_labels=False), model_options_for("adgm", "uniform", "prior"), RUN)
 
 
 def test_known_shares_naming_another_task_s_classes_are_refused():
@@ -58,17 +74,20 @@ def test_known_shares_naming_another_task_s_classes_are_refused():
 
 
 def test_a_run_trained_with_another_beta_or_unlabelled_weight_is_refused():
-    saved = {"train": {"beta": 1.0, "unlabelled_weight": 0.25}}
+    saved = {"train": {"beta": 1.0, "unlabelled_weight": 0.25, "decoupled_weight_decay": True}}
     check_same_training(saved, TrainConfig(beta=1.0, unlabelled_weight=0.25), RUN)
     with pytest.raises(InputError, match="trained with unlabelled_weight = 0.25, not the 1 asked for"):
         check_same_training(saved, TrainConfig(), RUN)
     with pytest.raises(InputError, match="trained with beta = 1, not the 10 asked for"):
         check_same_training(saved, TrainConfig(beta=10, unlabelled_weight=0.25), RUN)
-    # saved before the field existed: such a run had the full unlabelled term
+    # saved before the fields existed: such a run had the full unlabelled term and Adam's coupled decay
     with pytest.raises(InputError, match="unlabelled_weight = 1, not the 0.5"):
-        check_same_training({"train": {"beta": 1.0}}, TrainConfig(unlabelled_weight=0.5), RUN)
+        check_same_training({"train": {"beta": 1.0, "decoupled_weight_decay": True}}, TrainConfig(unlabelled_weight=0.5), RUN)
+    with pytest.raises(InputError, match="decoupled_weight_decay = False, not the True"):
+        check_same_training({"train": {"beta": 1.0}}, TrainConfig(), RUN)
 
 
 def test_the_supervised_baseline_is_reused_whatever_the_unlabelled_weight():
     # it has no unlabelled term, so one set of baseline runs serves sweeps of the ADGM's weight
-    check_same_training({"train": {"beta": 1.0}}, TrainConfig(method="supervised", unlabelled_weight=0.25), RUN)
+    check_same_training({"train": {"beta": 1.0, "decoupled_weight_decay": True}},
+                        TrainConfig(method="supervised", unlabelled_weight=0.25), RUN)  # fmt: skip

@@ -30,24 +30,48 @@ def test_enumeration_shapes(num_classes, image_size):
 
 
 def test_trunks_see_x_once_and_batch_norm_never_sees_enumeration():
-    """One unlabelled ELBO evaluation: each trunk on x runs once on the 4 images; the decoder's batch norm
-    normalises K groups of 4 (one per enumerated class), never the K*4 stack as one batch."""
+    """One unlabelled ELBO evaluation: each trunk on x runs once on the 4 images, and only those trunks hold batch
+    norm; the decoder, which sees the K enumerated classes, normalises with group norm (per sample)."""
     from pyro_adgm.layers import ConvTrunk
 
     model = ADGM(num_classes=3, image_size=28, **SMALL_MODEL).train()
-    trunk_calls, plain_norms, grouped_norms = {}, [], []
+    trunk_calls, batch_norms, group_norms = {}, [], []
     for module in model.modules():
         if isinstance(module, ConvTrunk):
             module.register_forward_hook(lambda m, inputs, out: trunk_calls.setdefault(id(m), []).append(inputs[0].shape))
-        elif isinstance(module, GroupedBatchNorm2d):
-            module.register_forward_hook(lambda m, inputs, out: grouped_norms.append((inputs[0].shape[0], inputs[1])))
-        elif isinstance(module, torch.nn.BatchNorm2d):
-            module.register_forward_hook(lambda m, inputs, out: plain_norms.append(inputs[0].shape))
+        elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.register_forward_hook(lambda m, inputs, out: batch_norms.append(inputs[0].shape))
+        elif isinstance(module, torch.nn.GroupNorm):
+            module.register_forward_hook(lambda m, inputs, out: group_norms.append(inputs[0].shape))
     pyro.infer.TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, model.guide, torch.rand(4, 1, 28, 28))
     assert len(trunk_calls) == 4  # q(a|x), q(y|a,x), q(z|a,y,x), p(a|z,y,x)
     assert all(shapes == [(4, 1, 28, 28)] for shapes in trunk_calls.values())
-    assert plain_norms and all(shape[0] == 4 for shape in plain_norms)
-    assert grouped_norms and all(rows == 3 * 4 and groups == 3 for rows, groups in grouped_norms)
+    assert batch_norms and all(shape[0] == 4 for shape in batch_norms)
+    assert group_norms and all(shape[0] == 3 * 4 for shape in group_norms)
+
+
+def decoder_outputs(model, z, y):
+    with torch.no_grad():
+        return model.image_decoder(z=z, y=torch.nn.functional.one_hot(y, model.num_classes).float())
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_decoder_output_of_one_image_does_not_depend_on_its_batch(norm):
+    """Training mode, dropout off: redrawing the other seven images' z changes nothing for the first image with
+    group norm; the per-class batch norm that it replaced makes the first image's p(x|z,y) move."""
+    torch.manual_seed(0)
+    model = ADGM(num_classes=2, image_size=28, **{**SMALL_MODEL, "dropout": 0.0}, decoder_norm=norm).train()
+    z = torch.randn(8, model.z_dim)
+    y = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    first = decoder_outputs(model, z, y)[0]
+    other = torch.cat([z[:1], torch.randn(7, model.z_dim) * 3])
+    changed = (decoder_outputs(model, other, y)[0] - first).abs().max().item()
+    if norm == "group":
+        assert changed < 1e-5
+        # the same z under the other class gives another image: y reaches p(x|z,y)
+        assert (decoder_outputs(model, z, 1 - y)[0] - first).abs().max().item() > 1e-3
+    else:
+        assert changed > 1e-2
 
 
 def test_grouped_batch_norm_equals_batch_norm_per_group():

@@ -52,7 +52,8 @@ def test_run_directory_holds_every_artefact(tmp_path):
     assert state["epoch"] == 2 and state["class_names"] == ["normal", "opacity", "not-normal"]
     # train() builds what `pyro-adgm train` builds: the method's p(y) settings under the given options
     model_config = json.loads((run_dir / "config.json").read_text())["model"]
-    assert model_config["learn_class_prior"] is True and model_config["prior_weighted_labels"] is True
+    assert model_config["learn_class_prior"] is False and model_config["prior_weighted_labels"] is False
+    assert model_config["likelihood"] == "discretized-logistic" and model_config["decoder_norm"] == "group"
     assert model_config["a_dim"] == SMALL_MODEL["a_dim"]
 
 
@@ -232,10 +233,10 @@ def test_a_non_positive_unlabelled_weight_is_a_clear_error(tmp_path, weight):
         prepare_trainer(tiny_config(unlabelled_weight=weight), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
 
 
-def test_model_options_default_to_a_learned_prior_for_the_adgm_and_a_uniform_one_for_the_baseline():
-    paper = {"variant": "adgm", "likelihood": "gaussian"}
-    assert model_options_for("adgm") == {"learn_class_prior": True, "prior_weighted_labels": True, **paper}
-    assert model_options_for("supervised") == {"learn_class_prior": False, "prior_weighted_labels": True, **paper}
+def test_model_options_default_to_the_paper_s_uniform_prior_and_the_discretized_likelihood():
+    defaults = {"variant": "adgm", "likelihood": "discretized-logistic", "learn_class_prior": False, "prior_weighted_labels": False}
+    assert model_options_for("adgm") == defaults
+    assert model_options_for("supervised") == defaults
     assert model_options_for("adgm", "uniform", "equal", "sdgm", "bernoulli-grey") == {
         "learn_class_prior": False, "prior_weighted_labels": False, "variant": "sdgm", "likelihood": "bernoulli-grey"}  # fmt: skip
     with pytest.raises(InputError, match="class prior: expected one of uniform, learned or NAME=P,NAME=P shares, got 'flat'"):
@@ -245,7 +246,7 @@ def test_model_options_default_to_a_learned_prior_for_the_adgm_and_a_uniform_one
     with pytest.raises(InputError, match="variant: expected one of adgm, sdgm, got 'm2'"):
         model_options_for("adgm", variant="m2")
     # a Bernoulli needs binary images, which a run from grey levels does not make
-    with pytest.raises(InputError, match="likelihood: expected one of gaussian, bernoulli-grey, got 'bernoulli'"):
+    with pytest.raises(InputError, match="likelihood: expected one of discretized-logistic, gaussian, bernoulli-grey, got 'bernoulli'"):
         model_options_for("adgm", likelihood="bernoulli")
     with pytest.raises(InputError, match="likelihood 'bernoulli-grey': the supervised baseline .* has no p\\(x\\|z,y\\)"):
         model_options_for("supervised", likelihood="bernoulli-grey")
@@ -253,8 +254,8 @@ def test_model_options_default_to_a_learned_prior_for_the_adgm_and_a_uniform_one
 
 def test_known_class_shares_become_a_fixed_prior_in_the_task_s_class_order(tmp_path):
     options = model_options_for("adgm", "abnormal=0.75, normal=0.25")
-    assert options == {"learn_class_prior": False, "prior_weighted_labels": True, "variant": "adgm", "likelihood": "gaussian",
-                       "class_prior": {"abnormal": 0.75, "normal": 0.25}}  # fmt: skip
+    assert options == {"learn_class_prior": False, "prior_weighted_labels": False, "variant": "adgm",
+                       "likelihood": "discretized-logistic", "class_prior": {"abnormal": 0.75, "normal": 0.25}}  # fmt: skip
     trainer = prepare_trainer(tiny_config(task="2class"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options={**SMALL_MODEL, **options})
     assert trainer.data.class_names == ("normal", "abnormal")
     torch.testing.assert_close(trainer.model.prior_probs(), torch.tensor([0.25, 0.75]))
@@ -391,3 +392,51 @@ def test_checkpoint_saved_before_the_variant_existed_loads_as_the_adgm(tmp_path)
         state["model_config"]["variant"] = "sdgm"
         torch.save(state, tmp_path / "mislabelled.pt")
         load_model(tmp_path / "mislabelled.pt", device="cpu")
+
+
+def test_the_step_passes_alpha_and_the_plate_sizes_of_j_alpha(tmp_path):
+    """alpha = beta * (N_l + N_u) / N_l, and each plate is as large as the images its batch stands for."""
+    trainer = prepare_trainer(tiny_config(beta=2.5), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    n_l, n_u = len(trainer.data.labelled_labels), len(trainer.data.unlabelled_images)
+    assert n_l == 15 and n_u > 0
+    kwargs = trainer.step_arguments(kl_weight=0.5, unlabelled_weight=0.75)
+    assert kwargs["alpha"] == pytest.approx(2.5 * (n_l + n_u) / n_l)
+    x_l, y_l, x_u = next(trainer._batches(torch.Generator().manual_seed(0)))
+    trainer.model.eval()  # deterministic networks: the factor can be computed again below
+    guide = pyro.poutine.trace(trainer.model.semi_supervised_guide).get_trace(x_l, y_l, x_u, **kwargs)
+    model = pyro.poutine.trace(pyro.poutine.replay(trainer.model.semi_supervised_model, trace=guide)).get_trace(x_l, y_l, x_u, **kwargs)
+    plates = {frame.name: frame for node in model.nodes.values() if node["type"] == "sample" for frame in node["cond_indep_stack"]}
+    assert (plates["labelled_data"].full_size, plates["labelled_data"].size) == (n_l, len(x_l))
+    assert (plates["unlabelled_data"].full_size, plates["unlabelled_data"].size) == (n_u, len(x_u))
+    assert model.nodes["labelled/x"]["scale"] == pytest.approx(n_l / len(x_l))
+    assert model.nodes["unlabelled/x"]["scale"] == pytest.approx(0.75 * n_u / len(x_u))
+    # the classification factor is alpha * log q(y|a,x) of the labelled images
+    a = guide.nodes["labelled/a"]["value"]
+    log_q = (torch.nn.functional.one_hot(y_l, 3) * trainer.model.classifier(x_l, a=a).log_softmax(-1)).sum(-1)
+    torch.testing.assert_close(model.nodes["labelled/y_aux"]["fn"].log_factor, kwargs["alpha"] * log_q)
+
+
+@pytest.mark.parametrize("decoupled", [True, False])
+def test_a_step_without_data_gradient_shrinks_every_weight_alike_under_both_methods(tmp_path, decoupled):
+    """Decoupled decay: each weight is multiplied by 1 - lr * weight_decay, whichever method; Adam's coupled decay
+    is normalised by its own moments instead, so its shrinkage differs from weight to weight."""
+    lr, decay = 1e-2, 0.5
+    factors = {}
+    for method in ("adgm", "supervised"):
+        config = tiny_config(method=method, lr=lr, weight_decay=decay, decoupled_weight_decay=decoupled)
+        trainer = prepare_trainer(config, demo=TINY_DEMO, run_dir=tmp_path / method, model_options=SMALL_MODEL)
+        params = [p for p in trainer.model.classifier.parameters() if p.dim() > 1]  # weights both methods train
+        before = [p.detach().clone() for p in params]
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        if method == "adgm":
+            pyro.module(trainer.model.pyro_name, trainer.model)  # the parameters as SVI registers them
+            trainer.optimizer(params)
+        else:
+            trainer.optimizer.step()
+        factors[method] = torch.cat([(p.detach() / b).flatten() for p, b in zip(params, before)])
+    if decoupled:
+        for method, factor in factors.items():
+            torch.testing.assert_close(factor, torch.full_like(factor, 1 - lr * decay), msg=method)
+    else:
+        assert factors["adgm"].std() > 1e-3 and factors["supervised"].std() > 1e-3
