@@ -52,8 +52,8 @@ class DiscretizedLogistic(dist.TorchDistribution):
         log_width = torch.where(interior, torch.log(-torch.expm1(-(2 * half_bin) / self.scale)), 0.0)
         return log_below_upper + log_above_lower + log_width
 
-    def sample(self, sample_shape=torch.Size()):
-        shape = self._extended_shape(sample_shape)
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(torch.Size(sample_shape))
         with torch.no_grad():
             u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
             x = self.loc.expand(shape) + self.scale.expand(shape) * (u.log() - (-u).log1p())
