@@ -65,11 +65,12 @@ app.add_command(prepare)
 @click.option("--augment-probability", type=click.FloatRange(0, 1), default=TrainConfig.augment_probability, show_default=True, help="The chance that a training image is transformed (else used as stored).")
 @click.option("--augment-flip/--no-augment-flip", default=TrainConfig.augment_flip, show_default=True, help="Mirror images left-right as part of the transform (off for images a mirror changes, such as text or digits).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/TASK-METHOD-Nlabels-seedS).")
+@click.option("--tensorboard", is_flag=True, help='Also write each epoch\'s metrics as TensorBoard scalars under RUN/tensorboard (pip install "pyro-adgm[tensorboard]").')
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped (other options but --epochs are taken from it).")
 @one_line_errors
 def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, batch_size, image_size, warmup_epochs,
           unlabelled_warmup_epochs, unlabelled_weight, beta, labelled_weighting, lr, lr_schedule, variant, likelihood, class_prior, label_weights,
-          class_prior_lr, weight_average_decay, device, seed, augment, augment_probability, augment_flip, out_dir, resume_dir):  # fmt: skip
+          class_prior_lr, weight_average_decay, device, seed, augment, augment_probability, augment_flip, out_dir, tensorboard, resume_dir):  # fmt: skip
     """Train an ADGM (or the supervised baseline) and write a run directory.
 
     \b
@@ -86,7 +87,8 @@ def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, 
                              unlabelled_weight=unlabelled_weight, beta=beta, lr=lr, lr_schedule=lr_schedule, device=device, seed=seed, augment=augment,
                              augment_probability=augment_probability, augment_flip=augment_flip,
                              method=method, labelled_weighting=labelled_weighting,
-                             weight_average_decay=weight_average_decay or None, class_prior_lr=class_prior_lr)  # fmt: skip
+                             weight_average_decay=weight_average_decay or None, class_prior_lr=class_prior_lr,
+                             tensorboard=tensorboard)  # fmt: skip
         demo = {"n_images": demo_images, "image_size": demo_size, "seed": DEMO_DEFAULTS["seed"]}
         report, run_dir = runs.train(config, data=data, demo=demo, image_size=image_size, run_dir=out_dir,
                                      model_options=runs.model_options_for(method, class_prior, label_weights, variant, likelihood))  # fmt: skip

@@ -74,3 +74,32 @@ def best_threshold_accuracy(p_last: np.ndarray, labels: np.ndarray) -> float:
     positives = np.concatenate([[0], np.cumsum(labels[order] == 1)])  # predicted positive: the first k
     negatives_below = (labels == 0).sum() - np.concatenate([[0], np.cumsum(labels[order] == 0)])
     return float(((positives + negatives_below) / len(labels)).max())
+
+
+def generated_images(model: ADGM, per_class: int, *, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """``per_class`` images of each class from p(x|z,y), z ~ p(z) (seeded): uint8 (K * per_class, S, S) grey
+    levels and their requested classes (K * per_class,), class by class."""
+    generator = torch.Generator().manual_seed(seed)
+    device = model.class_prior.device
+    images, labels = [], []
+    for k in range(model.num_classes):
+        z = torch.randn(per_class, model.z_dim, generator=generator).to(device)
+        x = model.generate(k, z=z)[:, 0]
+        images.append((x * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+        labels.append(np.full(per_class, k))
+    return torch.cat(images), np.concatenate(labels)
+
+
+def generation_accuracy(generator: ADGM, classifier: ADGM, per_class: int = 200, *, seed: int = 0) -> dict:
+    """How often an independent classifier (one trained on real labelled images, such as the supervised
+    baseline) assigns images generated for a class to that class: overall and per class, with the mean
+    probability it gives the requested class. Both models see images of the same size."""
+    if generator.num_classes != classifier.num_classes or generator.image_size != classifier.image_size:
+        raise ValueError(f"classifier: expected {generator.num_classes} classes at {generator.image_size}px like the generator, "
+                         f"got {classifier.num_classes} at {classifier.image_size}px")  # fmt: skip
+    images, requested = generated_images(generator, per_class, seed=seed)
+    probs = predict_proba(classifier, images, device=classifier.class_prior.device)
+    hits = probs.argmax(1) == requested
+    per_class_hits = {k: float(hits[requested == k].mean()) for k in range(generator.num_classes)}
+    return {"accuracy": float(hits.mean()), "per_class_accuracy": per_class_hits,
+            "mean_requested_probability": float(probs[np.arange(len(requested)), requested].mean()), "per_class": per_class}  # fmt: skip

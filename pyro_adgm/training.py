@@ -42,6 +42,7 @@ from pyro_adgm.evaluation import classification_report, predict_proba, to_float_
 from pyro_adgm.likelihoods import bits_per_dim
 from pyro_adgm.model import ADGM, PRIOR_PARAMETER
 from pyro_adgm.plots import plot_confusion, plot_curves
+from pyro_adgm.tensorboard_log import EpochScalars
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,10 @@ class TrainConfig:
     # weights). It keeps validation accuracy from swinging between epochs (BENCHMARKS.md, "Stability").
     weight_average_decay: float | None = 0.999
     eval_batch_size: int = 256
-    # stop before an epoch that would take the run's training time (summed over resumed sessions) past this
+    # stop before an epoch that would take the run's training time (summed over resumed runs) past this
     max_seconds: float | None = None
+    # also write each epoch's metrics as TensorBoard scalars under run_dir/tensorboard (needs the tensorboard extra)
+    tensorboard: bool = False
     diagnostics_size: int = 256  # images per epoch on which the labelled/unlabelled bounds are reported
 
     def resolved_unlabelled_warmup(self) -> float:
@@ -168,7 +171,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {name!r}: CUDA is not available on this machine (use cpu or auto)")
+        raise InputError(f"device {name!r}: CUDA is not available (use cpu or auto)")
     try:
         return torch.device(name)
     except RuntimeError:
@@ -496,6 +499,7 @@ class Trainer:
                                                              "data": self.data.description, **self.extra_config})  # fmt: skip
             self.write_metrics([])
         rows = self.read_metrics()
+        scalars = EpochScalars(self.run_dir) if cfg.tensorboard else None
         logger.info(
             "training %s on %d labelled + %d unlabelled images (%d steps/epoch, alpha %.4g, device %s)",
             cfg.method, len(self.data.labelled_labels), len(self.data.unlabelled_images) if self.use_unlabelled else 0,
@@ -510,6 +514,8 @@ class Trainer:
             row.update(self.evaluate_epoch())
             self.epoch += 1
             row.update(epoch=self.epoch, seconds=round(time.perf_counter() - start, 3))
+            if scalars is not None:
+                scalars.write(row)
             rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
             self.write_metrics(rows)
             improved = row["val_accuracy"] is not None and row["val_accuracy"] > self.best_val_accuracy
@@ -524,6 +530,8 @@ class Trainer:
                 self.epoch, row["train_loss"], row["unlabelled_bound"], row["unlabelled_bits_per_dim"], row["train_accuracy"],
                 row["val_accuracy"] or float("nan"), row["kl_weight"], row["class_prior"], row["seconds"],
             )  # fmt: skip
+        if scalars is not None:
+            scalars.close()
         return self.finish(rows)
 
     def out_of_time(self, rows: Sequence[dict]) -> bool:

@@ -215,3 +215,11 @@ def test_ablation_quick_runs_every_setting_with_its_options(tmp_path):
     assert (tmp_path / "ablation.csv").read_text().count("\n") == 1 + len(rows)
     module.main(["--summarise-only", "--out", str(tmp_path)])
     assert (tmp_path / "ablation.md").read_text().count("| all |") == 1
+
+
+def test_generation_accuracy_quick_classifies_every_generated_image():
+    result = load("generation_accuracy").main(["--quick"])
+    assert result["per_class"] == 8 and set(result["per_class_accuracy"]) == {0, 1}
+    per_class = list(result["per_class_accuracy"].values())
+    assert result["accuracy"] == pytest.approx(sum(per_class) / 2)
+    assert all(0.0 <= v <= 1.0 for v in per_class) and 0.0 < result["mean_requested_probability"] < 1.0

@@ -162,3 +162,18 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     assert_one_line_error(invoke("evaluate", "--checkpoint", bad), "bad.pt", "not a readable pyro-adgm checkpoint")
+
+
+def test_tensorboard_writes_each_epoch_s_metrics_beside_metrics_csv(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    result = invoke("train", "--task", "2class", "--labels", "5", "--tensorboard", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    with open(out / "metrics.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    (val,) = events.Scalars("val_accuracy")
+    assert val.step == 1 and val.value == pytest.approx(float(row["val_accuracy"]), rel=1e-6)
+    assert "unlabelled_bits_per_dim" in events.Tags()["scalars"]
