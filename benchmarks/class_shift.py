@@ -91,7 +91,7 @@ def quick_checkpoint(folder: Path) -> Path:
     from pyro_adgm.training import TrainConfig
 
     config = TrainConfig(task="2class", labels_per_class=3, epochs=1, batch_size=16, warmup_epochs=1, device="cpu")
-    options = {"a_dim": 8, "z_dim": 8, "channels": (8, 16), "hidden": (32,), **model_options_for("adgm")}
+    options = {"a_dim": 8, "z_dim": 8, "channels": (8, 16), "hidden": (32,), **model_options_for("adgm", "learned", "prior")}  # a p(y) to re-weight from
     _, run_dir = train(config, demo={"n_images": 90, "image_size": 28, "seed": 0}, run_dir=folder / "run", model_options=options)
     return run_dir / "best.pt"
 
