@@ -75,7 +75,7 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 
 class DiscretizedLogisticLikelihood:
-    """Per-pixel :class:`DiscretizedLogistic` over the 256 grey levels: the default p(x|z,y) for 8-bit images.
+    """Per-pixel :class:`DiscretizedLogistic` over the 256 grey levels, a p(x|z,y) for 8-bit images.
 
     Raw parameters (..., 2*C, S, S): the first C channels are the location (offset by 0.5, so a raw 0 is mid
     grey), the last C the scale as softplus(.) + ``min_scale``. log p(x|z,y) <= 0, so the bound is at most 0

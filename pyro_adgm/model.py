@@ -1,7 +1,7 @@
 """The Auxiliary Deep Generative Model (Maaløe et al. 2016) as a Pyro model and guide.
 
 Generative model:  p(z) p(y) p(x|z,y) p(a|z,y,x), with p(z) = N(0, I), p(y) = Cat(pi), p(x|z,y) from a
-likelihood (a discretised logistic over the 256 grey levels by default) and p(a|z,y,x) Gaussian; or, with ``variant="sdgm"``, the paper's
+likelihood (the paper's Gaussian by default, or a discretised logistic over the 256 grey levels) and p(a|z,y,x) Gaussian; or, with ``variant="sdgm"``, the paper's
 skip-connected model p(z) p(y) p(a|z,y) p(x|a,z,y), in which a is a second latent layer that x is drawn from.
 Inference model:   q(a|x) q(y|a,x) q(z|a,y,x), all Gaussian but q(y|a,x), which is categorical and is summed
 out exactly (parallel enumeration under ``TraceEnum_ELBO``) when y is not observed.
@@ -76,8 +76,9 @@ class ADGM(nn.Module):
         dropout: dropout probability after each conv/dense layer.
         batch_norm: batch norm after the first layer of the MLP networks that read x (``"mlp"`` only; the
             convolutional networks always have it).
-        likelihood: p(x|z,y): ``"discretized-logistic"`` (8-bit grey levels, log p <= 0; the default),
-            ``"gaussian"`` (a density on [0, 1], the paper's), ``"bernoulli"`` (binary x) or ``"bernoulli-grey"``
+        likelihood: p(x|z,y): ``"gaussian"`` (a density on [0, 1], the paper's; the default),
+            ``"discretized-logistic"`` (8-bit grey levels, log p <= 0; 6 points less accurate on PneumoniaMNIST's
+            ``val`` at 10 labels per class, BENCHMARKS.md "Ablation of the root fixes"), ``"bernoulli"`` (binary x) or ``"bernoulli-grey"``
             (the Bernoulli cross-entropy of grey levels in [0, 1]).
         decoder_norm: normalisation inside the convolutional p(x|z,y), which sees the enumerated y: ``"group"``
             (per sample) or ``"batch"`` (batch statistics per enumerated class, so that one image's p(x|z,y)
@@ -113,7 +114,7 @@ class ADGM(nn.Module):
         hidden: Sequence[int] | None = None,
         dropout: float = 0.2,
         batch_norm: bool = True,
-        likelihood: str = "discretized-logistic",
+        likelihood: str = "gaussian",
         decoder_norm: str = "group",
         class_prior: Sequence[float] | None = None,
         learn_class_prior: bool = False,

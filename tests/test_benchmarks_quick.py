@@ -37,8 +37,8 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
     for row in rows:  # how much of its best validation accuracy each run held: that of its last epoch
         with open(Path(row["run_dir"]) / "metrics.csv", newline="") as handle:
             assert row["final_val_accuracy"] == float(list(csv.DictReader(handle))[-1]["val_accuracy"])
-    # the ADGM runs there have a discretised logistic p(x|z,y): not reported as runs of another likelihood
-    with pytest.raises(InputError, match="holds a run with model likelihood = discretized-logistic, not the bernoulli-grey asked for"):
+    # the ADGM runs there have a Gaussian p(x|z,y): not reported as runs of another likelihood
+    with pytest.raises(InputError, match="holds a run with model likelihood = gaussian, not the bernoulli-grey asked for"):
         load("label_sweep").main(["--quick", "--methods", "adgm", "--likelihood", "bernoulli-grey", "--out", str(tmp_path)])
     # the ADGM runs in that folder are not reported as SDGM runs
     with pytest.raises(InputError, match="holds a run with model variant = adgm, not the sdgm asked for"):

@@ -18,7 +18,7 @@ def saved_config(**model):
 
 def current(**changes):
     """The config.json model of a run with today's defaults, with ``changes``."""
-    return saved_config(**{"variant": "adgm", "likelihood": "discretized-logistic", "decoder_norm": "group", "class_prior": None,
+    return saved_config(**{"variant": "adgm", "likelihood": "gaussian", "decoder_norm": "group", "class_prior": None,
                            "learn_class_prior": False, "prior_weighted_labels": False, **changes})  # fmt: skip
 
 
@@ -40,7 +40,7 @@ def test_the_same_settings_are_reused():
         (current(), model_options_for("adgm", variant="sdgm"), "variant = adgm, not the sdgm"),
         (LEARNED, {**model_options_for("adgm", "learned", "prior", likelihood="bernoulli-grey"), "decoder_norm": "batch"},
          "likelihood = gaussian, not the bernoulli-grey"),
-        (current(likelihood="bernoulli-grey"), model_options_for("adgm"), "likelihood = bernoulli-grey, not the discretized-logistic"),
+        (current(likelihood="bernoulli-grey"), model_options_for("adgm"), "likelihood = bernoulli-grey, not the gaussian"),
         (LEARNED, {**model_options_for("adgm", "learned", "prior", likelihood="gaussian")}, "decoder_norm = batch, not the group"),
         (current(learn_class_prior=True, prior_weighted_labels=True), model_options_for("adgm", "normal=0.25,abnormal=0.75"),
          "learn_class_prior = True, not the False"),

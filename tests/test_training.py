@@ -53,7 +53,7 @@ def test_run_directory_holds_every_artefact(tmp_path):
     # train() builds what `pyro-adgm train` builds: the method's p(y) settings under the given options
     model_config = json.loads((run_dir / "config.json").read_text())["model"]
     assert model_config["learn_class_prior"] is False and model_config["prior_weighted_labels"] is False
-    assert model_config["likelihood"] == "discretized-logistic" and model_config["decoder_norm"] == "group"
+    assert model_config["likelihood"] == "gaussian" and model_config["decoder_norm"] == "group"
     assert model_config["a_dim"] == SMALL_MODEL["a_dim"]
 
 
@@ -233,8 +233,8 @@ def test_a_non_positive_unlabelled_weight_is_a_clear_error(tmp_path, weight):
         prepare_trainer(tiny_config(unlabelled_weight=weight), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
 
 
-def test_model_options_default_to_the_paper_s_uniform_prior_and_the_discretized_likelihood():
-    defaults = {"variant": "adgm", "likelihood": "discretized-logistic", "learn_class_prior": False, "prior_weighted_labels": False}
+def test_model_options_default_to_the_paper_s_uniform_prior_and_gaussian_likelihood():
+    defaults = {"variant": "adgm", "likelihood": "gaussian", "learn_class_prior": False, "prior_weighted_labels": False}
     assert model_options_for("adgm") == defaults
     assert model_options_for("supervised") == defaults
     assert model_options_for("adgm", "uniform", "equal", "sdgm", "bernoulli-grey") == {
@@ -255,7 +255,7 @@ def test_model_options_default_to_the_paper_s_uniform_prior_and_the_discretized_
 def test_known_class_shares_become_a_fixed_prior_in_the_task_s_class_order(tmp_path):
     options = model_options_for("adgm", "abnormal=0.75, normal=0.25")
     assert options == {"learn_class_prior": False, "prior_weighted_labels": False, "variant": "adgm",
-                       "likelihood": "discretized-logistic", "class_prior": {"abnormal": 0.75, "normal": 0.25}}  # fmt: skip
+                       "likelihood": "gaussian", "class_prior": {"abnormal": 0.75, "normal": 0.25}}  # fmt: skip
     trainer = prepare_trainer(tiny_config(task="2class"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options={**SMALL_MODEL, **options})
     assert trainer.data.class_names == ("normal", "abnormal")
     torch.testing.assert_close(trainer.model.prior_probs(), torch.tensor([0.25, 0.75]))
