@@ -9,7 +9,7 @@ Writes, under ``--out``: ``label_curve.csv`` (one row per run), ``summary.md`` (
 ROC AUC, with the command that reproduces each row), ``accuracy_vs_labels.png`` and ``val_curves.png``
 (validation accuracy per epoch for seed 0 of each label count). Run folders are named by method, labels and seed
 only: use a new ``--out`` for new settings, or the finished runs of the old ones are summarised under the new
-command. Sweeps before the fourth session transformed every training image (``--augment-probability 1``).
+command. Sweeps before `--augment-probability` existed transformed every training image (``--augment-probability 1``).
 
     python benchmarks/label_sweep.py --epochs 12 --out runs/pneumoniamnist-sweep
     python benchmarks/label_sweep.py --quick          # demo phantoms, tiny; a test runs it

@@ -7,7 +7,7 @@ the warm-up (over the epochs every run finished), and the mean absolute change f
 Runs cut short (``--seconds`` stops a run's process, losing the epoch in progress) are summarised over the
 epochs they finished. One seed per setting (`--seed`): differences of a point or two are within run-to-run noise.
 An existing run folder makes ``pyro-adgm train`` refuse (see the log): use a new ``--out`` for new runs. Writes ``stability.csv``, ``stability.md`` and ``stability.png``. Runs made
-before the fourth session transformed every training image: ``--augment-probability 1`` repeats them.
+before `--augment-probability` existed transformed every training image: ``--augment-probability 1`` repeats them.
 
     python benchmarks/stability.py --labels 10 50 100 --epochs 40 --seconds 440 --device cpu --jobs 8 --threads 2
     python benchmarks/stability.py --summarise-only --out runs/stability     # tables and plot of finished runs
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_28.npz"
 
-#: p(y) options: the defaults before the fifth session (fixed uniform p(y), labels as they are), the learned p(y)
+#: p(y) options: the paper's (fixed uniform p(y), labels as they are), the learned p(y)
 #: alone, and the learned p(y) with each labelled image's classification term weighted by K * p(y) (now the default)
 UNIFORM = ["--class-prior", "uniform", "--label-weights", "equal"]
 LEARNED = ["--class-prior", "learned", "--label-weights", "equal"]
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="seeds the label draw and the training of every run")
     parser.add_argument("--augment-probability", type=float, default=None,
-                        help="for every run whose setting does not fix it (runs before the fourth session: 1)")
+                        help="for every run whose setting does not fix it (runs made before the option existed: 1)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     parser.add_argument("--out", type=Path, default=Path("runs/stability"))

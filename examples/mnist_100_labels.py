@@ -29,8 +29,8 @@ every step, never mirrored. Without the transforms: 86.50% (binarised, 58 epochs
 model) led the grey ADGM by up to 1.3 points of validation accuracy between epochs 4 and 16, then flattened at
 86.1-86.4% while the ADGM caught up by epoch 26.
 
-With ``--hours`` the run stops before an epoch that would pass the limit (counted over resumed sessions), and
-the test set is read when a session ends; ``--resume`` takes the settings from the command line, so give the
+With ``--hours`` the run stops before an epoch that would pass the limit (counted over resumed runs), and
+the test set is read when a run ends; ``--resume`` takes the settings from the command line, so give the
 same ones. See ``--help`` for every option.
 """
 
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"{args.out}: already holds a run; continue it with --resume or choose another --out")
     trainer = Trainer(model, data, config, args.out)
     report = trainer.fit(resume=resume)
-    seconds = sum(float(row["seconds"]) for row in trainer.read_metrics())  # every epoch, over resumed sessions too
+    seconds = sum(float(row["seconds"]) for row in trainer.read_metrics())  # every epoch, over resumed runs too
     if args.skip_test:
         print(f"validation accuracy {100 * report['accuracy']:.2f}% (best epoch {report['best_epoch']}); test not read")
         return {"val_accuracy": report["accuracy"], "best_epoch": report["best_epoch"], "seconds": round(seconds, 1)}

@@ -17,7 +17,7 @@ def saved_config(**model):
 
 
 def current(**changes):
-    """The config.json model of a run with today's defaults, with ``changes``."""
+    """The config.json model of a run with the current defaults, with ``changes``."""
     return saved_config(**{"variant": "adgm", "likelihood": "gaussian", "decoder_norm": "group", "class_prior": None,
                            "learn_class_prior": False, "prior_weighted_labels": False, **changes})  # fmt: skip
 
