@@ -79,15 +79,10 @@ class _UnknownValues:
         )
 
 
-class ValueClasses:
-    """A class per value of ``column``, or ``classes`` (task class -> CSV values) mapping values to classes."""
+class _OneColumn:
+    """A label rule that reads one column, ``self.column``: its columns, and its index once the header is known."""
 
-    def __init__(self, column: str, classes: dict[str, list[str]] | None = None):
-        self.column = column
-        self.classes = classes
-        self.value_to_class = {v: name for name, values in (classes or {}).items() for v in values}
-        self._unknown = _UnknownValues()
-        self._seen: set[str] = set()
+    column: str
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -96,6 +91,17 @@ class ValueClasses:
     def bind(self, header: Sequence[str], csv_path: Path, role_columns: Sequence[str] = ()) -> None:
         self.csv_path = csv_path
         self._index = list(header).index(self.column)
+
+
+class ValueClasses(_OneColumn):
+    """A class per value of ``column``, or ``classes`` (task class -> CSV values) mapping values to classes."""
+
+    def __init__(self, column: str, classes: dict[str, list[str]] | None = None):
+        self.column = column
+        self.classes = classes
+        self.value_to_class = {v: name for name, values in (classes or {}).items() for v in values}
+        self._unknown = _UnknownValues()
+        self._seen: set[str] = set()
 
     def label(self, row: Sequence[str], line: int) -> tuple[str | None, str]:
         """(class name, "") for a usable row; (None, reason) for one left out (never here: bad values raise)."""
@@ -176,7 +182,7 @@ class _FindingRule:
                 "multi_finding": self.multi_finding, "negatives": self.negatives}  # fmt: skip
 
 
-class FindingList(_FindingRule):
+class FindingList(_FindingRule, _OneColumn):
     """``finding`` among the ``separator``-separated entries of ``column`` (ChestX-ray14's layout)."""
 
     def __init__(self, column: str, finding: str, *, separator: str = "|", multi_finding: str = "keep",
@@ -185,14 +191,6 @@ class FindingList(_FindingRule):
         self.column, self.separator = column, separator
         self._seen: set[str] = set()
         self._blank = _UnknownValues()
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (self.column,)
-
-    def bind(self, header: Sequence[str], csv_path: Path, role_columns: Sequence[str] = ()) -> None:
-        self.csv_path = csv_path
-        self._index = list(header).index(self.column)
 
     def label(self, row: Sequence[str], line: int) -> tuple[str | None, str]:
         entries = {e.strip() for e in row[self._index].split(self.separator)} - {""}
