@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_28.npz"
 
 #: p(y) options: the paper's (fixed uniform p(y), labels as they are), the learned p(y)
-#: alone, and the learned p(y) with each labelled image's classification term weighted by K * p(y) (now the default)
+#: alone, and the learned p(y) with each labelled image's classification term weighted by K * p(y) (the defaults before the root fixes)
 UNIFORM = ["--class-prior", "uniform", "--label-weights", "equal"]
 LEARNED = ["--class-prior", "learned", "--label-weights", "equal"]
 LEARNED_WEIGHTED = ["--class-prior", "learned", "--label-weights", "prior"]
