@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import uuid
 from pathlib import Path
 
@@ -49,8 +50,14 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise InputError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise InputError(f"{path}: not a readable pyro-adgm checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    except pickle.UnpicklingError:
+        # PyTorch's own message suggests loading the file with code execution allowed; it is not passed on
+        raise InputError(f"{path}: not a readable pyro-adgm checkpoint: it holds Python objects that only running "
+                         "code could rebuild (expected tensors, numbers, strings, lists and dicts, as "
+                         "`pyro-adgm train` writes)") from None  # fmt: skip
+    except Exception:
+        raise InputError(f"{path}: not a readable pyro-adgm checkpoint (expected a file written by `pyro-adgm train`, "
+                         "such as RUN/best.pt or RUN/last.pt)") from None  # fmt: skip
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model_state" not in state:
         raise InputError(f"{path}: not a pyro-adgm checkpoint (version {CHECKPOINT_VERSION} with model_state expected)")
     return state
