@@ -1,0 +1,116 @@
+"""ADGM against the supervised baseline on 1,500 real RSNA challenge images (``../shared/data/rsna-1500``).
+
+Prepares the images once at ``--size`` (64 by default, a size a CPU trains in minutes) with 10% of the patients
+per class in ``val`` and 20% in ``test``, then, for each task (2class, 3class), labels-per-class count and seed,
+trains one ADGM run and one supervised run on the same label draw (:func:`pyro_adgm.label_curve.run_label_curve`;
+the rest of the training split is the unlabelled set), selects on ``val`` and evaluates the best checkpoint once
+on ``test``. Resumable: finished runs are read back. Two processes with different ``--tasks`` can share ``--out``.
+
+Writes ``OUT/rsna_1500.csv`` (one row per finished run) and ``OUT/rsna_1500.md`` (mean ± sd over seeds and the
+ADGM's gain over the baseline on the same seed, in points).
+
+    OMP_NUM_THREADS=1 python benchmarks/rsna_1500.py --tasks 2class --out runs/rsna-1500
+    OMP_NUM_THREADS=1 python benchmarks/rsna_1500.py --tasks 3class --out runs/rsna-1500
+    python benchmarks/rsna_1500.py --summarise-only --out runs/rsna-1500
+    python benchmarks/rsna_1500.py --quick --out /tmp/rsna-quick     # tiny; a test runs it
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from pyro_adgm.label_curve import mean_sd, run_label_curve, write_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "rsna-1500"
+COLUMNS = ("task", "method", "labels_per_class", "seed", "val_accuracy", "final_val_accuracy", "test_accuracy",
+           "test_roc_auc", "seconds", "run_dir")  # fmt: skip
+
+
+def prepared(source: Path, out: Path, size: int) -> Path:
+    """``out/prepared-SIZE``: the images at ``size`` x ``size``, val 10% and test 20% of the patients per class."""
+    from data_tools.rsna import prepare_rsna
+
+    folder = out / f"prepared-{size}"
+    prepare_rsna(folder, root=source, size=size, val_fraction=0.1, test_fraction=0.2, seed=0, workers=0)
+    return folder
+
+
+def read_rows(out: Path) -> list[dict]:
+    rows = []
+    for path in sorted(out.glob("*class/rows.csv")):
+        with open(path, newline="") as handle:
+            rows += [{**row, "task": path.parent.name} for row in csv.DictReader(handle)]
+    return rows
+
+
+def summary_markdown(rows: list[dict], command: str) -> str:
+    def cell(values):
+        mean, sd, _ = mean_sd([None if v in (None, "") else float(v) for v in values])
+        return "-" if mean is None else f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+
+    test = {(r["task"], r["method"], int(r["labels_per_class"]), int(r["seed"])): float(r["test_accuracy"])
+            for r in rows if r.get("test_accuracy") not in (None, "")}  # fmt: skip
+    lines = ["| task | labels/class | method | runs | test accuracy | − supervised (points) | test ROC AUC | val accuracy | "
+             "val, last epoch |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key in sorted({(r["task"], int(r["labels_per_class"]), r["method"]) for r in rows}):
+        task, n, method = key
+        group = [r for r in rows if (r["task"], int(r["labels_per_class"]), r["method"]) == key]
+        gains = [100 * (test[(task, method, n, int(r["seed"]))] - test[(task, "supervised", n, int(r["seed"]))]) for r in group
+                 if method != "supervised" and (task, method, n, int(r["seed"])) in test and (task, "supervised", n, int(r["seed"])) in test]  # fmt: skip
+        gain_mean, gain_sd, _ = mean_sd(gains)
+        gain = "-" if gain_mean is None else f"{gain_mean:+.1f}" + (f" ± {gain_sd:.1f}" if gain_sd is not None else "")
+        lines.append(f"| {task} | {n} | {method} | {len(group)} | {cell([r['test_accuracy'] for r in group])} | {gain} | "
+                     f"{cell([r['test_roc_auc'] for r in group])} | {cell([r['val_accuracy'] for r in group])} | "
+                     f"{cell([r['final_val_accuracy'] for r in group])} |")  # fmt: skip
+    return f"`{command}`\n\n" + "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="the rsna-1500 folder")
+    parser.add_argument("--tasks", nargs="+", default=["2class", "3class"], choices=["2class", "3class"])
+    parser.add_argument("--labels", type=int, nargs="+", default=[25, 100])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=["supervised", "adgm"])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--warmup-epochs", type=float, default=8.0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("runs/rsna-1500"))
+    parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="16x16, 2class, 5 labels, 1 epoch, 1 seed, small networks")
+    args = parser.parse_args(argv)
+    sizes = {}
+    if args.quick:
+        args.size, args.tasks, args.labels, args.seeds, args.epochs, args.warmup_epochs = 16, ["2class"], [5], [0], 1, 1.0
+        sizes = {"a_dim": 8, "z_dim": 8, "channels": (8, 16), "hidden": (32,)}
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.summarise_only:
+        if not (args.source / "labels.csv").is_file():
+            parser.error(f"{args.source}: not the rsna-1500 folder (no labels.csv; see ../shared/data/README.md)")
+        data = prepared(args.source, args.out, args.size)
+        overrides = {"warmup_epochs": args.warmup_epochs, "device": args.device}
+        for task in args.tasks:
+            rows = []
+            for seed in args.seeds:  # seed by seed, so that a stopped sweep has whole comparisons
+                for n in args.labels:
+                    rows += run_label_curve([n], [seed], args.methods, data=data, task=task, epochs=args.epochs,
+                                            out_dir=args.out / task, config_overrides=overrides, model_options=sizes)
+                    write_rows(rows, args.out / task / "rows.csv")
+    everything = read_rows(args.out)
+    write_rows(everything, args.out / "rsna_1500.csv", COLUMNS)
+    command = (f"python benchmarks/rsna_1500.py --size {args.size} --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
+               f"--labels {' '.join(map(str, args.labels))} --seeds {' '.join(map(str, args.seeds))} --out {shlex.quote(str(args.out))}")  # fmt: skip
+    (args.out / "rsna_1500.md").write_text(summary_markdown(everything, command))
+    print((args.out / "rsna_1500.md").read_text())
+    return everything
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)
