@@ -101,7 +101,7 @@ def main(argv=None) -> list[dict]:
             for seed in args.seeds:  # seed by seed, so that a stopped sweep has whole comparisons
                 for n in args.labels:
                     rows += run_label_curve([n], [seed], args.methods, data=data, task=task, epochs=args.epochs,
-                                            out_dir=args.out / task, config_overrides=overrides, model_options=sizes)
+                                            out_dir=args.out / task, config_overrides=overrides, model_options=sizes)  # fmt: skip
                     write_rows(rows, args.out / task / "rows.csv")
     everything = read_rows(args.out)
     write_rows(everything, args.out / "rsna_1500.csv", COLUMNS)
