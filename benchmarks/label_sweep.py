@@ -34,7 +34,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 from data_tools.errors import InputError  # noqa: E402
 from pyro_adgm.label_curve import plot_label_curve, run_dir_name, run_label_curve, summarise  # noqa: E402
 from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS  # noqa: E402
-from pyro_adgm.networks import VARIANTS  # noqa: E402
 from pyro_adgm.plots import save_figure  # noqa: E402
 from pyro_adgm.runs import DEFAULT_LIKELIHOOD, TRAINABLE_LIKELIHOODS, model_options_for  # noqa: E402
 from pyro_adgm.training import LR_SCHEDULES, TrainConfig  # noqa: E402
@@ -119,8 +118,6 @@ def main(argv=None) -> list[dict]:
                              "(normal=0.258,abnormal=0.742; both methods) (default: uniform)")
     parser.add_argument("--label-weights", choices=LABEL_WEIGHTS, default="equal",
                         help="prior: each labelled image's classification term times K * p(y); equal: the paper's")
-    parser.add_argument("--variant", choices=VARIANTS, default="adgm",
-                        help="the ADGM's generative model: adgm, or the skip-connected sdgm")
     parser.add_argument("--likelihood", choices=TRAINABLE_LIKELIHOODS, default=DEFAULT_LIKELIHOOD,
                         help="the ADGM's p(x|z,y): discretized-logistic (8-bit levels), gaussian (the paper's density), "
                              "or bernoulli-grey (the cross-entropy of grey levels)")
@@ -131,8 +128,6 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=Path("runs/pneumoniamnist-sweep"))
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 1 seed")
     args = parser.parse_args(argv)
-    if args.variant != "adgm" and "supervised" in args.methods:
-        parser.error(f"--variant {args.variant} is an ADGM setting (the supervised baseline has no generative model): add --methods adgm")
     if args.likelihood != DEFAULT_LIKELIHOOD and "supervised" in args.methods:
         parser.error(f"--likelihood {args.likelihood} is an ADGM setting (the supervised baseline has no generative model): add --methods adgm")
     if args.class_prior == "learned" and "supervised" in args.methods:
@@ -143,13 +138,12 @@ def main(argv=None) -> list[dict]:
         parser.error(f"--unlabelled-weight: expected a positive number, got {args.unlabelled_weight:g}")
     for method in args.methods:
         try:
-            model_options_for(method, args.class_prior, args.label_weights, args.variant if method == "adgm" else "adgm",
-                              args.likelihood if method == "adgm" else DEFAULT_LIKELIHOOD)
+            model_options_for(method, args.class_prior, args.label_weights, args.likelihood if method == "adgm" else DEFAULT_LIKELIHOOD)
         except InputError as error:
             parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} {f'--unlabelled-weight {args.unlabelled_weight:g} ' if args.unlabelled_weight != 1 else ''}--weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--variant {args.variant} ' if args.variant != 'adgm' else ''}{f'--likelihood {args.likelihood} ' if args.likelihood != DEFAULT_LIKELIHOOD else ''}{f'--test-from-train {args.test_from_train} ' if args.test_from_train else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} {f'--unlabelled-weight {args.unlabelled_weight:g} ' if args.unlabelled_weight != 1 else ''}--weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--likelihood {args.likelihood} ' if args.likelihood != DEFAULT_LIKELIHOOD else ''}{f'--test-from-train {args.test_from_train} ' if args.test_from_train else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
                  "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting,
@@ -166,7 +160,7 @@ def main(argv=None) -> list[dict]:
         except InputError as error:
             parser.error(str(error))
         demo, model_options = None, {}
-    model_options.update(variant=args.variant, likelihood=args.likelihood)
+    model_options.update(likelihood=args.likelihood)
     start = time.perf_counter()
     rows = run_label_curve(args.labels, args.seeds, args.methods, data=data, demo=demo, task="2class", epochs=args.epochs,
                            out_dir=args.out, model_options=model_options, config_overrides=overrides,

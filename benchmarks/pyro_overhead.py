@@ -1,6 +1,6 @@
 """What Pyro costs: one SVI training step against a hand-written PyTorch step of the same objective.
 
-Both sides use the same ADGM networks (the default ``variant="adgm"``; the SDGM is not timed here), the same
+Both sides use the same ADGM networks, the same
 labelled and unlabelled batches and the same objective J^alpha (labelled bound + alpha * classification term +
 unlabelled bound with y summed out exactly, KL terms weighted). The hand-written side computes it with
 torch.distributions and steps one torch.optim.Adam; the Pyro side runs

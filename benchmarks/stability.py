@@ -55,9 +55,7 @@ SETTINGS = {
     "bound-avg-aug0.5-learned-prior-weighted": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED],
     "bound-avg-aug0.5-learned-prior-weighted-beta10": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED,
                                                        "--beta", "10"],
-    # the skip-connected generative model p(a|z,y) p(x|a,z,y), otherwise the defaults
-    "bound-avg-aug0.5-learned-prior-weighted-sdgm": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED,
-                                                     "--variant", "sdgm"],
+    # (bound-avg-aug0.5-learned-prior-weighted-sdgm, the skip-connected model, ran up to commit 6a673a1)
     "bound-avg-aug0.5-known-prior-weighted": [*BOUND_AVG, "--augment-probability", "0.5", *KNOWN_WEIGHTED],
     # the supervised baseline on the same schedule (its curve tells drift from the unlabelled term apart from
     # overfitting the few labelled images): p(y) uniform, or the known shares weighting its cross-entropy

@@ -13,7 +13,6 @@ from cli.prepare import prepare
 from pyro_adgm import runs
 from pyro_adgm.augment import BACKENDS
 from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS
-from pyro_adgm.networks import VARIANTS
 from pyro_adgm.runs import DEMO_DEFAULTS
 from pyro_adgm.training import LABELLED_WEIGHTINGS, LR_SCHEDULES, METHODS, TrainConfig
 
@@ -53,7 +52,6 @@ app.add_command(prepare)
 @click.option("--labelled-weighting", type=click.Choice(LABELLED_WEIGHTINGS), default=TrainConfig.labelled_weighting, show_default=True, help="bound: each labelled image counts once in J^alpha; balanced: each step's labelled batch weighs as much as its unlabelled batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TrainConfig.lr_schedule, show_default=True, help="constant (the paper's); cosine: decay to 0 over the run's epochs; warmup-cosine: full rate through the warm-up, then the cosine.")
-@click.option("--variant", type=click.Choice(VARIANTS), default="adgm", show_default=True, help="adgm: p(x|z,y) p(a|z,y,x); sdgm: the paper's skip-connected model p(a|z,y) p(x|a,z,y), same inference networks.")
 @click.option("--likelihood", type=click.Choice(runs.TRAINABLE_LIKELIHOODS), default=runs.DEFAULT_LIKELIHOOD, show_default=True, help="p(x|z,y): discretized-logistic (a probability for each of the 256 grey levels, so the bound is <= 0), gaussian (the paper's density on [0, 1]), or bernoulli-grey (the cross-entropy of grey levels, as many M2 implementations on MNIST).")
 @click.option("--class-prior", default=None, metavar="|".join(CLASS_PRIORS) + "|NAME=P,...", help="p(y): fixed uniform; learned from the unlabelled images (empirical Bayes); or fixed at known class shares, e.g. normal=0.26,abnormal=0.74 (the prevalence where the images come from). Default: uniform (the paper's).")
 @click.option("--label-weights", type=click.Choice(LABEL_WEIGHTS), default="equal", show_default=True, help="prior: each labelled image's classification term times K * p(y), fitting q(y|a,x) to the class shares of p(y) rather than the labelled set's equal shares (all 1 under a uniform p(y)); equal: the paper's.")
@@ -69,7 +67,7 @@ app.add_command(prepare)
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped (other options but --epochs are taken from it).")
 @one_line_errors
 def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, batch_size, image_size, warmup_epochs,
-          unlabelled_warmup_epochs, unlabelled_weight, beta, labelled_weighting, lr, lr_schedule, variant, likelihood, class_prior, label_weights,
+          unlabelled_warmup_epochs, unlabelled_weight, beta, labelled_weighting, lr, lr_schedule, likelihood, class_prior, label_weights,
           class_prior_lr, weight_average_decay, device, seed, augment, augment_probability, augment_flip, out_dir, tensorboard, resume_dir):  # fmt: skip
     """Train an ADGM (or the supervised baseline) and write a run directory.
 
@@ -91,7 +89,7 @@ def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, 
                              tensorboard=tensorboard)  # fmt: skip
         demo = {"n_images": demo_images, "image_size": demo_size, "seed": DEMO_DEFAULTS["seed"]}
         report, run_dir = runs.train(config, data=data, demo=demo, image_size=image_size, run_dir=out_dir,
-                                     model_options=runs.model_options_for(method, class_prior, label_weights, variant, likelihood))  # fmt: skip
+                                     model_options=runs.model_options_for(method, class_prior, label_weights, likelihood))  # fmt: skip
     click.echo(format_report(report))
     click.echo(f"run directory: {run_dir}")
 
@@ -126,7 +124,7 @@ def evaluate(checkpoint, data, split, out_dir, device):
 @click.option("--device", default="auto", show_default=True)
 @one_line_errors
 def sample(checkpoint, class_name, n, out, seed, device):
-    """Draw X-rays of one class from p(x|z,y), z ~ p(z), as a PNG grid (SDGM: p(x|a,z,y), a at the mean of p(a|z,y)).
+    """Draw X-rays of one class from p(x|z,y), z ~ p(z), as a PNG grid.
 
     \b
     Example:

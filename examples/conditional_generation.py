@@ -1,8 +1,7 @@
 """Class-conditional samples from a trained ADGM, one row per class (as in Fig. 7 of Cerri & Fraccaro).
 
-For each class y the model draws z ~ p(z) and shows the mean of p(x|z,y) (for an SDGM, ``variant="sdgm"``, the
-mean of p(x|a,z,y) at the mean of p(a|z,y)); the same n draws of z are used in every row, so a column holds one
-"style" rendered as each class. The grid is one PNG, classes top to bottom in
+For each class y the model draws z ~ p(z) and shows the mean of p(x|z,y); the same n draws of z are used in
+every row, so a column holds one "style" rendered as each class. The grid is one PNG, classes top to bottom in
 the checkpoint's order.
 
 Run from the repository root::

@@ -25,9 +25,7 @@ balanced beta 0.1: 84.1%, balanced beta 1: 82.8%, bound beta 1: 69.6%, bound bet
 Two CPU hours on a 2-core machine, one thread (BENCHMARKS.md): **97.44% test accuracy** (2.56% error, 66
 epochs) with ``--pixels grey --augment 1``: every training digit scaled, shifted and rotated at random at
 every step, never mirrored. Without the transforms: 86.50% (binarised, 58 epochs slowed by denormals) and
-87.71% with ``--pixels grey`` (109 epochs). ``--augment 0.5``: 96.64%. ``--variant sdgm`` (the paper's skip-connected
-model) led the grey ADGM by up to 1.3 points of validation accuracy between epochs 4 and 16, then flattened at
-86.1-86.4% while the ADGM caught up by epoch 26.
+87.71% with ``--pixels grey`` (109 epochs). ``--augment 0.5``: 96.64%.
 
 With ``--hours`` the run stops before an epoch that would pass the limit (counted over resumed runs), and
 the test set is read when a run ends; ``--resume`` takes the settings from the command line, so give the
@@ -48,7 +46,6 @@ import torch
 from data_tools.dataset import labelled_subset
 from pyro_adgm import ADGM, TrainConfig, Trainer, TrainingData
 from pyro_adgm.evaluation import classification_report, predict_proba
-from pyro_adgm.networks import VARIANTS
 from pyro_adgm.training import LR_SCHEDULES
 
 #: ``../shared/data`` seen from the repository root, wherever the script is started from
@@ -90,14 +87,13 @@ def mnist_training_data(images: torch.Tensor, labels: torch.Tensor, labels_per_c
 
 
 def build_model(*, a_dim: int = 100, z_dim: int = 100, hidden: tuple[int, ...] = (500, 500), batch_norm: bool = True,
-                pixels: str = "binarised", variant: str = "adgm") -> ADGM:  # fmt: skip
+                pixels: str = "binarised") -> ADGM:  # fmt: skip
     """The paper's MNIST networks: MLPs (two hidden layers of 500), Bernoulli p(x|z,y), no dropout; batch norm
     after the first layer of the networks that read x unless ``batch_norm`` is False. ``pixels="grey"``: the
-    Bernoulli cross-entropy of grey levels (``likelihood="bernoulli-grey"``) instead of binarised pixels.
-    ``variant="sdgm"``: the paper's skip-connected model, p(a|z,y) p(x|a,z,y)."""
+    Bernoulli cross-entropy of grey levels (``likelihood="bernoulli-grey"``) instead of binarised pixels."""
     likelihood = {"binarised": "bernoulli", "grey": "bernoulli-grey"}[pixels]
     return ADGM(num_classes=10, image_size=28, architecture="mlp", likelihood=likelihood, a_dim=a_dim, z_dim=z_dim,
-                hidden=hidden, dropout=0.0, batch_norm=batch_norm, variant=variant)  # fmt: skip
+                hidden=hidden, dropout=0.0, batch_norm=batch_norm)  # fmt: skip
 
 
 def training_config(args: argparse.Namespace, epochs: int) -> TrainConfig:
@@ -136,8 +132,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pixels", choices=("binarised", "grey"), default="binarised",
                         help="binarised: x ~ Bernoulli(grey level) at every step (the paper's); grey: the Bernoulli "
                              "cross-entropy of the grey levels themselves (as in Pyro's SS-VAE tutorial)")
-    parser.add_argument("--variant", choices=VARIANTS, default="adgm",
-                        help="adgm: p(x|z,y) p(a|z,y,x); sdgm: the skip-connected p(a|z,y) p(x|a,z,y) (same guide)")
     parser.add_argument("--augment", type=float, default=0.0,
                         help="the chance that a training image is scaled/shifted/rotated at random (never mirrored); 0: none")
     parser.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up 0 -> 1 over this many epochs")
@@ -165,13 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         data = mnist_training_data(images, labels, args.labels_per_class, seed=args.seed, train_size=1000, val_size=500)
         test_images, test_labels = test_images[:500], test_labels[:500]
-        model = build_model(a_dim=8, z_dim=8, hidden=(64, 64), batch_norm=not args.no_batch_norm, pixels=args.pixels,
-                            variant=args.variant)  # fmt: skip
+        model = build_model(a_dim=8, z_dim=8, hidden=(64, 64), batch_norm=not args.no_batch_norm, pixels=args.pixels)
         epochs = 1
     else:
         data = mnist_training_data(images, labels, args.labels_per_class, seed=args.seed)
         model = build_model(a_dim=args.a_dim, z_dim=args.z_dim, hidden=tuple(args.hidden), batch_norm=not args.no_batch_norm,
-                            pixels=args.pixels, variant=args.variant)  # fmt: skip
+                            pixels=args.pixels)  # fmt: skip
         epochs = args.epochs
     config = training_config(args, epochs)
     resume = args.resume and (args.out / "last.pt").exists()

@@ -13,6 +13,8 @@ import torch
 from data_tools.errors import InputError
 
 CHECKPOINT_VERSION = 1
+#: the last commit that trained and loaded the skip-connected model (SDGM, variant 'sdgm')
+RETIRED_VARIANT_COMMIT = "6a673a1"
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -60,4 +62,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
                          "such as RUN/best.pt or RUN/last.pt)") from None  # fmt: skip
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model_state" not in state:
         raise InputError(f"{path}: not a pyro-adgm checkpoint (version {CHECKPOINT_VERSION} with model_state expected)")
+    variant = state.get("model_config", {}).pop("variant", "adgm")  # the model's generative structure before the SDGM's retirement
+    if variant != "adgm":
+        raise InputError(f"{path}: holds the {variant!r} variant, retired after commit {RETIRED_VARIANT_COMMIT}; load it with that version")
     return state

@@ -123,18 +123,21 @@ def finished_row(run_dir: Path, evaluate_split: str | None = "test") -> dict:
 
 #: model settings a reused run must share with the ones asked for; a config saved before a field existed gets the
 #: value such a run loads with (the ADGM, a Gaussian p(x|z,y) with per-class batch norm, a fixed p(y), unweighted labels)
-COMPARED_MODEL_FIELDS = {"variant": "adgm", "likelihood": "gaussian", "decoder_norm": "batch", "learn_class_prior": False,
+COMPARED_MODEL_FIELDS = {"likelihood": "gaussian", "decoder_norm": "batch", "learn_class_prior": False,
                          "prior_weighted_labels": False, "class_prior": None}  # fmt: skip
 #: fields of the generative model, which the supervised baseline does not train
-GENERATIVE_FIELDS = ("variant", "likelihood", "decoder_norm")
+GENERATIVE_FIELDS = ("likelihood", "decoder_norm")
 
 
 def check_same_model(saved: dict, model_options: dict, run_dir: Path) -> None:
     """Refuse (InputError) to reuse the run in ``run_dir``, whose ``config.json`` is ``saved``, when its model
-    differs from ``model_options`` in the variant, the likelihood or the p(y) settings: it would be reported as
-    the new one.
+    differs from ``model_options`` in the likelihood or the p(y) settings, or is a retired variant (the SDGM): it
+    would be reported as the new one.
     (Under a fixed uniform p(y) weighting the labels by K * p(y) changes nothing, so that flag is not compared.)"""
     have = {**COMPARED_MODEL_FIELDS, **saved["model"]}
+    if have.pop("variant", "adgm") != "adgm":
+        raise InputError(f"{run_dir}: holds a run of the retired {saved['model']['variant']!r} variant, not the ADGM asked for; "
+                         "choose another output folder")  # fmt: skip
     defaults = inspect.signature(ADGM).parameters  # what a model built from model_options gets
     want = {**{field: defaults[field].default for field in COMPARED_MODEL_FIELDS}, **model_options}
     if isinstance(want["class_prior"], dict):  # known shares by name -> the order of the run's classes

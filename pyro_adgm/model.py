@@ -1,8 +1,7 @@
 """The Auxiliary Deep Generative Model (Maaløe et al. 2016) as a Pyro model and guide.
 
 Generative model:  p(z) p(y) p(x|z,y) p(a|z,y,x), with p(z) = N(0, I), p(y) = Cat(pi), p(x|z,y) from a
-likelihood (the paper's Gaussian by default, or a discretised logistic over the 256 grey levels) and p(a|z,y,x) Gaussian; or, with ``variant="sdgm"``, the paper's
-skip-connected model p(z) p(y) p(a|z,y) p(x|a,z,y), in which a is a second latent layer that x is drawn from.
+likelihood (the paper's Gaussian by default, or a discretised logistic over the 256 grey levels) and p(a|z,y,x) Gaussian.
 Inference model:   q(a|x) q(y|a,x) q(z|a,y,x), all Gaussian but q(y|a,x), which is categorical and is summed
 out exactly (parallel enumeration under ``TraceEnum_ELBO``) when y is not observed.
 
@@ -32,7 +31,7 @@ from torch import nn
 
 from pyro_adgm.layers import check_decoder_norm
 from pyro_adgm.likelihoods import LIKELIHOODS
-from pyro_adgm.networks import check_variant, conv_networks, mlp_networks
+from pyro_adgm.networks import conv_networks, mlp_networks
 
 NETWORK_NAMES = ("aux_encoder", "classifier", "latent_encoder", "aux_decoder", "image_decoder")
 CLASS_PRIORS = ("uniform", "learned")  # p(y): fixed (uniform unless class_prior is given), or learned
@@ -94,9 +93,6 @@ class ADGM(nn.Module):
             q(y|a,x) to equal class shares; weighted, it fits the shares of p(y) (the label-shift correction
             of Saerens et al. 2002), which agrees with what the unlabelled term asks. Every weight is 1 under a
             fixed uniform pi; meant for ``learn_class_prior`` (or a known, non-uniform ``class_prior``).
-        variant: ``"adgm"`` (the generative model above) or ``"sdgm"``, the skip-connected deep generative model
-            of the same paper: p(a|z,y) p(x|a,z,y), same guide. Its default ``aux_decoder`` reads only (z, y)
-            and its ``image_decoder`` takes a as well (see :mod:`pyro_adgm.networks`).
         in_channels: C.
         networks: replacements for any of ``aux_encoder``, ``classifier``, ``latent_encoder``,
             ``aux_decoder``, ``image_decoder`` (see :mod:`pyro_adgm.networks` for their interfaces).
@@ -120,7 +116,6 @@ class ADGM(nn.Module):
         learn_class_prior: bool = False,
         prior_weighted_labels: bool = False,
         in_channels: int = 1,
-        variant: str = "adgm",
         networks: dict[str, nn.Module] | None = None,
         pyro_name: str = "adgm",
     ):
@@ -131,7 +126,6 @@ class ADGM(nn.Module):
             raise ValueError(f"likelihood: expected one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
         if architecture not in ("conv", "mlp"):
             raise ValueError(f"architecture: expected 'conv' or 'mlp', got {architecture!r}")
-        check_variant(variant)
         check_decoder_norm(decoder_norm)
         if not batch_norm and architecture == "conv":
             raise ValueError("batch_norm: the convolutional networks always use batch norm; False needs architecture 'mlp'")
@@ -141,7 +135,6 @@ class ADGM(nn.Module):
             raise ValueError(f"networks: unknown name(s) {sorted(unknown)}; expected some of {NETWORK_NAMES}")
         self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
         self.a_dim, self.z_dim = a_dim, z_dim
-        self.variant = variant
         self.likelihood = LIKELIHOODS[likelihood]()
         self.pyro_name = pyro_name
         hidden = tuple(hidden) if hidden is not None else ((256,) if architecture == "conv" else (500, 500))
@@ -149,14 +142,13 @@ class ADGM(nn.Module):
             "num_classes": num_classes, "image_size": image_size, "a_dim": a_dim, "z_dim": z_dim,
             "architecture": architecture, "channels": list(channels), "hidden": list(hidden), "dropout": dropout,
             "batch_norm": batch_norm,
-            "likelihood": likelihood, "decoder_norm": decoder_norm, "in_channels": in_channels, "variant": variant,
+            "likelihood": likelihood, "decoder_norm": decoder_norm, "in_channels": in_channels,
             "class_prior": list(class_prior) if class_prior is not None else None,
             "learn_class_prior": learn_class_prior, "prior_weighted_labels": prior_weighted_labels,
             "custom_networks": sorted(networks),
         }  # fmt: skip
         common = dict(image_size=image_size, num_classes=num_classes, a_dim=a_dim, z_dim=z_dim, in_channels=in_channels,
-                      out_channels=self.likelihood.params_per_channel * in_channels, hidden=hidden, dropout=dropout,
-                      variant=variant)  # fmt: skip
+                      out_channels=self.likelihood.params_per_channel * in_channels, hidden=hidden, dropout=dropout)  # fmt: skip
         missing = [name for name in NETWORK_NAMES if name not in networks]
         if missing:
             defaults = (conv_networks(channels=channels, decoder_norm=decoder_norm, **common) if architecture == "conv"
@@ -200,7 +192,7 @@ class ADGM(nn.Module):
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, *, data_size: int | None = None,
               kl_weight: float = 1.0, alpha: float = 0.0, plate_name: str = "data") -> None:  # fmt: skip
-        """p(z) p(y) p(x|z,y) p(a|z,y,x) (SDGM: p(z) p(y) p(a|z,y) p(x|a,z,y)), plus ``alpha * log q(y|a,x)``
+        """p(z) p(y) p(x|z,y) p(a|z,y,x), plus ``alpha * log q(y|a,x)``
         when y is observed (times K * pi_y with ``prior_weighted_labels``).
 
         x: (B, C, S, S) float in [0, 1]; y: (B,) int64 or None (unlabelled: y comes from the guide).
@@ -217,16 +209,10 @@ class ADGM(nn.Module):
                 prior = prior.detach()  # labels are drawn N per class: they do not inform pi
             prior = prior.expand(batch, self.num_classes)
             y_value = pyro.sample("y", dist.OneHotCategorical(probs=prior), obs=y_onehot)
-            if self.variant == "sdgm":
-                with kl_weighted(kl_weight):
-                    a_loc, a_scale = self.aux_decoder(z=z, y=y_value)
-                    a = pyro.sample("a", dist.Normal(a_loc, a_scale).to_event(1))
-                pyro.sample("x", self.likelihood(self.image_decoder(z=z, y=y_value, a=a)), obs=x)
-            else:
-                pyro.sample("x", self.likelihood(self.image_decoder(z=z, y=y_value)), obs=x)
-                with kl_weighted(kl_weight):
-                    a_loc, a_scale = self.aux_decoder(x, z=z, y=y_value)
-                    a = pyro.sample("a", dist.Normal(a_loc, a_scale).to_event(1))
+            pyro.sample("x", self.likelihood(self.image_decoder(z=z, y=y_value)), obs=x)
+            with kl_weighted(kl_weight):
+                a_loc, a_scale = self.aux_decoder(x, z=z, y=y_value)
+                a = pyro.sample("a", dist.Normal(a_loc, a_scale).to_event(1))
             if y_onehot is not None and alpha > 0:
                 log_q_y = (y_onehot * self.classifier(x, a=a).log_softmax(-1)).sum(-1)
                 if self.prior_weighted_labels:
@@ -302,8 +288,7 @@ class ADGM(nn.Module):
 
     def generate(self, y: int | torch.Tensor, n: int = 16, *, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images of class ``y``: the image of p(x|z,y) (its mean; the median level of a discretised logistic)
-        for n draws z ~ p(z) (or the given z (n, Z)); for the SDGM that of p(x|a,z,y) at a = the mean of
-        p(a|z,y), so that the images depend on z and y alone.
+        for n draws z ~ p(z) (or the given z (n, Z)).
         (n, C, S, S) in [0, 1], eval mode."""
         device = self.class_prior.device
         if z is None:
@@ -312,7 +297,4 @@ class ADGM(nn.Module):
         labels = torch.full((n,), int(y), device=device) if not torch.is_tensor(y) else y.to(device).expand(n)
         z, y_onehot = z.to(device), self.one_hot(labels)
         with self.evaluating():
-            if self.variant == "sdgm":
-                a_loc, _ = self.aux_decoder(z=z, y=y_onehot)
-                return self.likelihood.image(self.image_decoder(z=z, y=y_onehot, a=a_loc))
             return self.likelihood.image(self.image_decoder(z=z, y=y_onehot))

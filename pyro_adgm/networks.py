@@ -11,10 +11,6 @@ Interfaces (B batch, A/Z latent sizes, K classes, "..." enumeration dims that br
 - p(a|z,y,x)  ``aux_decoder(x, z=z, y=y) -> (loc, scale)``, each (..., B, A)
 - p(x|z,y)    ``image_decoder(z=z, y=y) -> raw likelihood parameters`` (..., B, P*C, S, S)
 
-The skip-connected variant (SDGM, ``ADGM(variant="sdgm")``) generates a before x: its p(a|z,y) is
-``aux_decoder(z=z, y=y)`` (no x) and its p(x|a,z,y) is ``image_decoder(z=z, y=y, a=a)``, with a (B, A) from the
-guide broadcast against z and y.
-
 x is (B, C, S, S) float in [0, 1]; y is one-hot float (..., B, K). Any module with these call signatures can
 replace a default one (a trunk only needs ``forward(x) -> (B, F)`` and an ``out_features`` attribute).
 """
@@ -85,7 +81,7 @@ def gaussian_parameters(raw: torch.Tensor, min_scale: float) -> tuple[torch.Tens
 
 
 class GaussianHead(nn.Module):
-    """A diagonal Gaussian over a ``dim``-vector from inputs that do not include x (the SDGM's p(a|z,y)):
+    """A diagonal Gaussian over a ``dim``-vector from inputs that do not include x:
     ``forward(**inputs) -> (loc, scale)``, each (broadcast shape..., dim), scale = softplus(.) + ``min_scale``."""
 
     def __init__(self, inputs: dict[str, int], dim: int, *, hidden: Sequence[int] = (256,), dropout: float = 0.2, min_scale: float = 1e-3):
@@ -107,7 +103,7 @@ class CategoricalNet(XConditional):
         return self.raw(x, **inputs)
 
 
-# p(x|z,y), or the SDGM's p(x|a,z,y)
+# p(x|z,y)
 
 
 def _decoder_inputs(z_dim: int, num_classes: int, a_dim: int) -> dict[str, int]:
@@ -121,7 +117,7 @@ def _present(**inputs: torch.Tensor | None) -> dict[str, torch.Tensor]:
 class ConvImageDecoder(nn.Module):
     """(z, y[, a]) -> dense head -> transposed convolutions -> (..., B, out_channels, S, S).
 
-    ``a_dim`` > 0 adds a (B, A) as an input (the SDGM's p(x|a,z,y)); 0 is the ADGM's p(x|z,y). ``norm``: the
+    ``a_dim`` > 0 adds a (B, A) as an input, p(x|a,z,y); 0 is the ADGM's p(x|z,y). ``norm``: the
     transposed convolutions' normalisation (:class:`~pyro_adgm.layers.DeconvStack`).
     """
 
@@ -151,22 +147,10 @@ class MLPImageDecoder(nn.Module):
 
 # the default sets
 
-VARIANTS = ("adgm", "sdgm")  # p(x|z,y) p(a|z,y,x), or the skip-connected p(a|z,y) p(x|a,z,y)
-
-
-def check_variant(variant: str) -> bool:
-    """True for the skip-connected ``"sdgm"``, False for ``"adgm"``; ValueError for anything else."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
-    return variant == "sdgm"
-
-
-def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2, variant: str = "adgm",
+def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256, 256), hidden: Sequence[int] = (256,), dropout: float = 0.2,
                   decoder_norm: str = "group") -> dict[str, nn.Module]:  # fmt: skip
-    """The five convolutional networks of the chest X-ray model, keyed by their ADGM attribute names
-    (``variant="sdgm"``: p(a|z,y) without a trunk, and a as an input of p(x|a,z,y)). The trunks on x use batch
-    norm; p(x|z,y) normalises per sample (``decoder_norm="group"``) since it sees the enumerated y."""
-    skip = check_variant(variant)
+    """The five convolutional networks of the chest X-ray model, keyed by their ADGM attribute names. The trunks
+    on x use batch norm; p(x|z,y) normalises per sample (``decoder_norm="group"``) since it sees the enumerated y."""
 
     def trunk() -> ConvTrunk:
         return ConvTrunk(image_size, in_channels, channels, dropout)
@@ -176,17 +160,15 @@ def conv_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, 
         "aux_encoder": GaussianNet(trunk(), {}, a, hidden=hidden, dropout=dropout),
         "classifier": CategoricalNet(trunk(), {"a": a}, k, hidden=hidden, dropout=dropout),
         "latent_encoder": GaussianNet(trunk(), {"a": a, "y": k}, z, hidden=hidden, dropout=dropout),
-        "aux_decoder": (GaussianHead({"z": z, "y": k}, a, hidden=hidden, dropout=dropout) if skip
-                        else GaussianNet(trunk(), {"z": z, "y": k}, a, hidden=hidden, dropout=dropout)),
+        "aux_decoder": GaussianNet(trunk(), {"z": z, "y": k}, a, hidden=hidden, dropout=dropout),
         "image_decoder": ConvImageDecoder(image_size, out_channels, z, k, channels=channels, hidden=hidden, dropout=dropout,
-                                          a_dim=a if skip else 0, norm=decoder_norm),
+                                          norm=decoder_norm),
     }  # fmt: skip
 
 
-def mlp_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, hidden: Sequence[int] = (500, 500), dropout: float = 0.0, batch_norm: bool = True, variant: str = "adgm") -> dict[str, nn.Module]:
+def mlp_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, out_channels: int, in_channels: int = 1, hidden: Sequence[int] = (500, 500), dropout: float = 0.0, batch_norm: bool = True) -> dict[str, nn.Module]:
     """MLP networks as in the ADGM paper (two hidden layers of 500 in each conditional); ``batch_norm``: batch
-    norm after the first (trunk) layer of the networks that read x; ``variant`` as in :func:`conv_networks`."""
-    skip = check_variant(variant)
+    norm after the first (trunk) layer of the networks that read x."""
     in_features = in_channels * image_size**2
     k, a, z = num_classes, a_dim, z_dim
 
@@ -198,7 +180,6 @@ def mlp_networks(*, image_size: int, num_classes: int, a_dim: int, z_dim: int, o
         "aux_encoder": GaussianNet(trunk(), {}, a, hidden=rest, dropout=dropout),
         "classifier": CategoricalNet(trunk(), {"a": a}, k, hidden=rest, dropout=dropout),
         "latent_encoder": GaussianNet(trunk(), {"a": a, "y": k}, z, hidden=rest, dropout=dropout),
-        "aux_decoder": (GaussianHead({"z": z, "y": k}, a, hidden=hidden, dropout=dropout) if skip
-                        else GaussianNet(trunk(), {"z": z, "y": k}, a, hidden=rest, dropout=dropout)),
-        "image_decoder": MLPImageDecoder(image_size, out_channels, z, k, hidden=hidden, dropout=dropout, a_dim=a if skip else 0),
+        "aux_decoder": GaussianNet(trunk(), {"z": z, "y": k}, a, hidden=rest, dropout=dropout),
+        "image_decoder": MLPImageDecoder(image_size, out_channels, z, k, hidden=hidden, dropout=dropout),
     }  # fmt: skip

@@ -22,7 +22,6 @@ from data_tools.errors import InputError
 from pyro_adgm.checkpoint import atomic_write_json, load_checkpoint
 from pyro_adgm.evaluation import classification_report, predict_proba
 from pyro_adgm.model import ADGM, CLASS_PRIORS, LABEL_WEIGHTS
-from pyro_adgm.networks import VARIANTS
 from pyro_adgm.plots import plot_confusion, save_image_grid
 from pyro_adgm.training import TrainConfig, Trainer, TrainingData, resolve_device
 
@@ -127,10 +126,10 @@ TRAINABLE_LIKELIHOODS = ("discretized-logistic", "gaussian", "bernoulli-grey")
 DEFAULT_LIKELIHOOD = "gaussian"  # the ablation of the root fixes kept it (BENCHMARKS.md)
 
 
-def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "equal", variant: str = "adgm",
+def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "equal",
                       likelihood: str = DEFAULT_LIKELIHOOD) -> dict:  # fmt: skip
-    """The :class:`ADGM` keyword arguments that set p(y), the weights of the labelled images, the variant and
-    the likelihood p(x|z,y).
+    """The :class:`ADGM` keyword arguments that set p(y), the weights of the labelled images and the
+    likelihood p(x|z,y).
 
     class_prior: ``"uniform"`` (fixed), ``"learned"`` (from the unlabelled images), or known class shares
     ``"NAME=P,NAME=P"`` (fixed at those, e.g. the prevalence where the images come from; returned as
@@ -139,18 +138,12 @@ def model_options_for(method: str, class_prior: str | None = None, label_weights
     p(y) toward q's shares and the weights pull q toward p(y) (BENCHMARKS.md, "Ablation of the root fixes").
     label_weights: ``"prior"`` multiplies each labelled image's classification term by K * p(y) (every weight
     is 1 under a uniform p(y)); ``"equal"`` leaves it as in the paper.
-    variant: ``"adgm"`` or ``"sdgm"`` (the skip-connected generative model); the supervised baseline has no
-    generative model (it trains q(a|x) and q(y|a,x) only), so it takes ``"adgm"`` alone.
     likelihood: ``"discretized-logistic"`` (8-bit levels), ``"gaussian"`` (the paper's density) or
     ``"bernoulli-grey"`` (the cross-entropy of grey levels in [0, 1]); ``"bernoulli"`` needs binary images, which
     the command line does not make, so it is for Python use. The default alone for the supervised baseline.
     """
     if class_prior is None:
         class_prior = "uniform"
-    if variant not in VARIANTS:
-        raise InputError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
-    if method == "supervised" and variant != "adgm":
-        raise InputError(f"variant {variant!r}: the supervised baseline trains q(a|x) and q(y|a,x) only, it has no generative model to vary")
     if likelihood not in TRAINABLE_LIKELIHOODS:
         raise InputError(f"likelihood: expected one of {', '.join(TRAINABLE_LIKELIHOODS)}, got {likelihood!r}")
     if method == "supervised" and likelihood != DEFAULT_LIKELIHOOD:
@@ -160,7 +153,7 @@ def model_options_for(method: str, class_prior: str | None = None, label_weights
         raise InputError(f"class prior: expected one of {', '.join(CLASS_PRIORS)} or NAME=P,NAME=P shares, got {class_prior!r}")
     if label_weights not in LABEL_WEIGHTS:
         raise InputError(f"label weights: expected one of {', '.join(LABEL_WEIGHTS)}, got {label_weights!r}")
-    options = {"learn_class_prior": class_prior == "learned", "prior_weighted_labels": label_weights == "prior", "variant": variant,
+    options = {"learn_class_prior": class_prior == "learned", "prior_weighted_labels": label_weights == "prior",
                "likelihood": likelihood}
     return {**options, "class_prior": known} if known is not None else options
 

@@ -104,13 +104,13 @@ def test_adgm_defaults_to_the_paper_s_uniform_prior_and_per_sample_decoder_norm(
     assert 0 < float(row["unlabelled_bits_per_dim"]) < 12
 
 
-def test_sdgm_variant_trains_and_samples(tmp_path):
-    out = tmp_path / "sdgm"
-    result = invoke("train", "--task", "2class", "--labels", "5", "--variant", "sdgm", "--no-augment-flip",
+def test_grey_bernoulli_likelihood_trains_and_samples(tmp_path):
+    out = tmp_path / "grey"
+    result = invoke("train", "--task", "2class", "--labels", "5", "--no-augment-flip",
                     "--likelihood", "bernoulli-grey", "--out", out, *FAST)  # fmt: skip
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["variant"] == "sdgm" and config["train"]["augment_flip"] is False
+    assert config["train"]["augment_flip"] is False
     assert config["model"]["likelihood"] == "bernoulli-grey"
     model, _ = load_model(out / "best.pt", "cpu")  # the checkpoint rebuilds the likelihood it was trained with
     assert isinstance(model.likelihood, GreyBernoulliLikelihood)
@@ -139,8 +139,7 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["train", *FAST, "--image-size", "300"], ["--image-size"]),
         (["train", *FAST, "--labels", "5", "--method", "supervised", "--class-prior", "learned"], ["supervised", "learned p(y)"]),
         (["train", *FAST, "--label-weights", "heavy"], ["--label-weights"]),
-        (["train", *FAST, "--variant", "m2"], ["--variant"]),
-        (["train", *FAST, "--labels", "5", "--method", "supervised", "--variant", "sdgm"], ["variant 'sdgm'", "supervised"]),
+        (["train", *FAST, "--variant", "sdgm"], ["--variant"]),
         (["train", *FAST, "--likelihood", "bernoulli"], ["--likelihood"]),
         (["train", *FAST, "--unlabelled-weight", "0"], ["--unlabelled-weight"]),
         (["train", *FAST, "--labels", "5", "--method", "supervised", "--likelihood", "bernoulli-grey"], ["likelihood 'bernoulli-grey'", "supervised"]),

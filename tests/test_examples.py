@@ -38,16 +38,15 @@ def test_every_example_has_a_docstring_a_quick_mode_and_main():
         assert "--quick" in text and "def main(argv" in text, path.name
 
 
-@pytest.mark.parametrize("variant", ["adgm", "sdgm"])
-def test_mnist_100_labels_quick(tmp_path, variant):
+def test_mnist_100_labels_quick(tmp_path):
     example = load_example("mnist_100_labels")
     if not (example.DEFAULT_DATA_ROOT / "MNIST" / "raw").is_dir():
         pytest.skip(f"MNIST not found under {example.DEFAULT_DATA_ROOT} (expected MNIST/raw there)")
-    result = example.main(["--quick", "--device", "cpu", "--variant", variant, "--out", str(tmp_path / "mnist")])
+    result = example.main(["--quick", "--device", "cpu", "--out", str(tmp_path / "mnist")])
     assert 0.0 <= result["test_error"] <= 1.0 and result["epochs"] == 1
     saved = json.loads((tmp_path / "mnist" / "test.json").read_text())
     assert saved["report"]["n"] == 500 and len(saved["report"]["class_names"]) == 10
-    assert json.loads((tmp_path / "mnist" / "config.json").read_text())["model"]["variant"] == variant
+    assert json.loads((tmp_path / "mnist" / "config.json").read_text())["model"]["architecture"] == "mlp"
 
 
 def test_mnist_split_is_the_papers():

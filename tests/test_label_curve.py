@@ -18,12 +18,12 @@ def saved_config(**model):
 
 def current(**changes):
     """The config.json model of a run with the current defaults, with ``changes``."""
-    return saved_config(**{"variant": "adgm", "likelihood": "gaussian", "decoder_norm": "group", "class_prior": None,
+    return saved_config(**{"likelihood": "gaussian", "decoder_norm": "group", "class_prior": None,
                            "learn_class_prior": False, "prior_weighted_labels": False, **changes})  # fmt: skip
 
 
 #: saved before the likelihood and the decoder's normalisation were recorded: a Gaussian, per-class batch norm
-LEARNED = saved_config(variant="adgm", class_prior=None, learn_class_prior=True, prior_weighted_labels=True)
+LEARNED = saved_config(class_prior=None, learn_class_prior=True, prior_weighted_labels=True)
 KNOWN = current(class_prior=[0.25, 0.75])
 OLD_STYLE = {"likelihood": "gaussian", "decoder_norm": "batch"}
 
@@ -37,7 +37,6 @@ def test_the_same_settings_are_reused():
 @pytest.mark.parametrize(
     "saved, options, message",
     [
-        (current(), model_options_for("adgm", variant="sdgm"), "variant = adgm, not the sdgm"),
         (LEARNED, {**model_options_for("adgm", "learned", "prior", likelihood="bernoulli-grey"), "decoder_norm": "batch"},
          "likelihood = gaussian, not the bernoulli-grey"),
         (current(likelihood="bernoulli-grey"), model_options_for("adgm"), "likelihood = bernoulli-grey, not the gaussian"),
@@ -55,6 +54,12 @@ def test_the_same_settings_are_reused():
 def test_a_run_of_another_model_is_refused(saved, options, message):
     with pytest.raises(InputError, match=f"holds a run with model {message} asked for"):
         check_same_model(saved, options, RUN)
+
+
+def test_a_run_of_the_retired_sdgm_is_refused():
+    with pytest.raises(InputError, match="holds a run of the retired 'sdgm' variant, not the ADGM asked for"):
+        check_same_model(current(variant="sdgm"), model_options_for("adgm"), RUN)
+    check_same_model(current(variant="adgm"), model_options_for("adgm"), RUN)  # written while the variant existed
 
 
 def test_label_weights_do_not_matter_under_a_uniform_prior():

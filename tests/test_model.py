@@ -142,38 +142,3 @@ def test_swapped_network_is_used():
     pyro.clear_param_store()
     loss = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, model.guide, torch.rand(3, 1, 28, 28))
     assert torch.isfinite(torch.tensor(loss))
-
-
-@pytest.mark.parametrize("architecture", ["conv", "mlp"])
-def test_sdgm_draws_a_before_x_and_x_depends_on_a(architecture):
-    """The skip-connected variant: p(a|z,y) reads no x (three trunks on x, not four) and p(x|a,z,y) moves with a;
-    shapes under enumeration as for the ADGM."""
-    from pyro_adgm.layers import ConvTrunk
-    from pyro_adgm.networks import GaussianHead, MLPTrunk
-
-    sizes = SMALL_MODEL if architecture == "conv" else MLP_SIZES
-    model = ADGM(num_classes=3, image_size=28, architecture=architecture, variant="sdgm", **sizes)
-    assert isinstance(model.aux_decoder, GaussianHead)
-    trunk_type = ConvTrunk if architecture == "conv" else MLPTrunk
-    calls = []
-    for module in model.modules():
-        if isinstance(module, trunk_type):
-            module.register_forward_hook(lambda m, inputs, out: calls.append(inputs[0].shape))
-    x = torch.rand(5, 1, 28, 28)
-    guide = poutine.trace(poutine.enum(model.guide, first_available_dim=-2)).get_trace(x)
-    model_trace = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(x)
-    assert len(calls) == 3 and all(shape[0] == 5 for shape in calls)  # q(a|x), q(y|a,x), q(z|a,y,x)
-    assert model_trace.nodes["x"]["fn"].batch_shape == (3, 5)
-    assert model_trace.nodes["a"]["fn"].batch_shape == (3, 5)
-    sites = [name for name, node in model_trace.nodes.items() if node["type"] == "sample"]
-    assert sites.index("a") < sites.index("x")
-    with model.evaluating():
-        z, y = guide.nodes["z"]["value"][0], model.one_hot(torch.zeros(5, dtype=torch.long))
-        a = guide.nodes["a"]["value"]
-        assert not torch.allclose(model.image_decoder(z=z, y=y, a=a), model.image_decoder(z=z, y=y, a=a + 1))
-    images = model.generate(2, 4)
-    assert images.shape == (4, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
-    z = torch.randn(4, 4 if architecture == "mlp" else 8)
-    torch.testing.assert_close(model.generate(1, z=z), model.generate(1, z=z))  # a at the mean of p(a|z,y)
-    with pytest.raises(ValueError, match="variant"):
-        ADGM(num_classes=2, image_size=28, variant="m2", **SMALL_MODEL)

@@ -27,8 +27,8 @@ def pyro_loss(model, x, y=None, **kwargs):
     return TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, model.guide, x, y, **kwargs)
 
 
-def image_log_prob(model, z, y_onehot, x, a=None):
-    raw = model.image_decoder(z=z, y=y_onehot) if a is None else model.image_decoder(z=z, y=y_onehot, a=a)
+def image_log_prob(model, z, y_onehot, x):
+    raw = model.image_decoder(z=z, y=y_onehot)
     loc, raw_scale = raw.chunk(2, dim=-3)
     if model.config["likelihood"] == "gaussian":
         return td.Independent(td.Normal(torch.sigmoid(loc), F.softplus(raw_scale) + 1e-3), 3).log_prob(x)
@@ -54,11 +54,10 @@ def oracle_terms(model, x, y=None, kl_weight=1.0):
     q_z = td.Independent(td.Normal(z_loc, z_scale), 1)
     z = z_loc + z_scale * torch.empty(batch, model.z_dim, dtype=torch.double).normal_()  # one noise for all classes
     p_z = td.Independent(td.Normal(torch.zeros_like(z), torch.ones_like(z)), 1)
-    sdgm = model.variant == "sdgm"  # p(a|z,y) p(x|a,z,y) instead of p(x|z,y) p(a|z,y,x)
-    p_a_loc, p_a_scale = model.aux_decoder(z=z, y=y_onehot) if sdgm else model.aux_decoder(x, z=z, y=y_onehot)
+    p_a_loc, p_a_scale = model.aux_decoder(x, z=z, y=y_onehot)
     p_a = td.Independent(td.Normal(p_a_loc, p_a_scale), 1)
     log_p_y = (y_onehot * model.prior_probs().log()).sum(-1)
-    recon = image_log_prob(model, z, y_onehot, x, a if sdgm else None) + log_p_y
+    recon = image_log_prob(model, z, y_onehot, x) + log_p_y
     kl_part = p_z.log_prob(z) + p_a.log_prob(a) - q_z.log_prob(z) - q_a.log_prob(a)
     bound = recon + kl_weight * kl_part  # (B,) labelled, (K, B) unlabelled
     log_q_y = model.classifier(x, a=a).log_softmax(-1)  # (B, K)
@@ -74,10 +73,9 @@ def grey_images(*shape):
 
 
 @pytest.mark.parametrize("likelihood,training", MODES)
-@pytest.mark.parametrize("variant", ["adgm", "sdgm"])
 @pytest.mark.parametrize("num_classes", [2, 3])
-def test_unlabelled_loss_equals_explicit_sum_over_classes(num_classes, variant, likelihood, training):
-    model = small_model(num_classes, variant=variant, likelihood=likelihood, training=training)
+def test_unlabelled_loss_equals_explicit_sum_over_classes(num_classes, likelihood, training):
+    model = small_model(num_classes, likelihood=likelihood, training=training)
     x = grey_images(6, 1, 28, 28)
     with torch.no_grad():
         loss = pyro_loss(model, x, data_size=60)
@@ -90,10 +88,9 @@ def test_unlabelled_loss_equals_explicit_sum_over_classes(num_classes, variant, 
 
 
 @pytest.mark.parametrize("likelihood,training", MODES)
-@pytest.mark.parametrize("variant", ["adgm", "sdgm"])
 @pytest.mark.parametrize("alpha", [0.0, 7.5])
-def test_labelled_loss_is_bound_plus_alpha_term(alpha, variant, likelihood, training):
-    model = small_model(3, variant=variant, likelihood=likelihood, training=training)
+def test_labelled_loss_is_bound_plus_alpha_term(alpha, likelihood, training):
+    model = small_model(3, likelihood=likelihood, training=training)
     x = grey_images(5, 1, 28, 28)
     y = torch.tensor([0, 2, 1, 1, 0])
     with torch.no_grad():
@@ -127,10 +124,9 @@ def test_prior_weighted_labels_weigh_each_classification_term_by_k_pi_y(learn_cl
         assert grad is None or torch.count_nonzero(grad) == 0
 
 
-@pytest.mark.parametrize("variant", ["adgm", "sdgm"])
 @pytest.mark.parametrize("labelled", [True, False])
-def test_kl_weight_scales_and_zero_removes_kl_terms(labelled, variant):
-    model = small_model(2, variant=variant)
+def test_kl_weight_scales_and_zero_removes_kl_terms(labelled):
+    model = small_model(2)
     x = torch.rand(4, 1, 28, 28, dtype=torch.double)
     y = torch.tensor([0, 1, 1, 0]) if labelled else None
     with torch.no_grad():

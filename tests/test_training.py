@@ -234,17 +234,15 @@ def test_a_non_positive_unlabelled_weight_is_a_clear_error(tmp_path, weight):
 
 
 def test_model_options_default_to_the_paper_s_uniform_prior_and_gaussian_likelihood():
-    defaults = {"variant": "adgm", "likelihood": "gaussian", "learn_class_prior": False, "prior_weighted_labels": False}
+    defaults = {"likelihood": "gaussian", "learn_class_prior": False, "prior_weighted_labels": False}
     assert model_options_for("adgm") == defaults
     assert model_options_for("supervised") == defaults
-    assert model_options_for("adgm", "uniform", "equal", "sdgm", "bernoulli-grey") == {
-        "learn_class_prior": False, "prior_weighted_labels": False, "variant": "sdgm", "likelihood": "bernoulli-grey"}  # fmt: skip
+    assert model_options_for("adgm", "uniform", "equal", "bernoulli-grey") == {
+        "learn_class_prior": False, "prior_weighted_labels": False, "likelihood": "bernoulli-grey"}  # fmt: skip
     with pytest.raises(InputError, match="class prior: expected one of uniform, learned or NAME=P,NAME=P shares, got 'flat'"):
         model_options_for("adgm", "flat")
     with pytest.raises(InputError, match="label weights: expected one of prior, equal, got 'none'"):
         model_options_for("adgm", label_weights="none")
-    with pytest.raises(InputError, match="variant: expected one of adgm, sdgm, got 'm2'"):
-        model_options_for("adgm", variant="m2")
     # a Bernoulli needs binary images, which a run from grey levels does not make
     with pytest.raises(InputError, match="likelihood: expected one of discretized-logistic, gaussian, bernoulli-grey, got 'bernoulli'"):
         model_options_for("adgm", likelihood="bernoulli")
@@ -254,7 +252,7 @@ def test_model_options_default_to_the_paper_s_uniform_prior_and_gaussian_likelih
 
 def test_known_class_shares_become_a_fixed_prior_in_the_task_s_class_order(tmp_path):
     options = model_options_for("adgm", "abnormal=0.75, normal=0.25")
-    assert options == {"learn_class_prior": False, "prior_weighted_labels": False, "variant": "adgm",
+    assert options == {"learn_class_prior": False, "prior_weighted_labels": False,
                        "likelihood": "gaussian", "class_prior": {"abnormal": 0.75, "normal": 0.25}}  # fmt: skip
     trainer = prepare_trainer(tiny_config(task="2class"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options={**SMALL_MODEL, **options})
     assert trainer.data.class_names == ("normal", "abnormal")
@@ -372,26 +370,17 @@ def test_unknown_lr_schedule_is_a_clear_error(tmp_path):
         prepare_trainer(tiny_config(lr_schedule="step"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
 
 
-def test_sdgm_trains_and_its_checkpoint_rebuilds_the_sdgm(tmp_path):
-    report, run_dir = train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run",
-                            model_options={**SMALL_MODEL, "variant": "sdgm"})  # fmt: skip
-    assert 0 <= report["accuracy"] <= 1
-    model, _ = load_model(run_dir / "best.pt", device="cpu")
-    assert model.variant == "sdgm" and model.config["variant"] == "sdgm"
-    assert all(torch.isfinite(p).all() for p in model.parameters())
-
-
-def test_checkpoint_saved_before_the_variant_existed_loads_as_the_adgm(tmp_path):
+def test_checkpoint_of_the_retired_sdgm_is_refused_in_one_line_and_an_adgm_s_variant_key_is_dropped(tmp_path):
     _, run_dir = train(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
     state = load_checkpoint(run_dir / "best.pt")
-    del state["model_config"]["variant"]
+    state["model_config"]["variant"] = "adgm"  # as checkpoints written while the SDGM existed say
     torch.save(state, tmp_path / "old.pt")
     model, _ = load_model(tmp_path / "old.pt", device="cpu")
-    assert model.variant == "adgm"
-    with pytest.raises(InputError, match="weights do not fit"):  # the ADGM's weights do not fit an SDGM
-        state["model_config"]["variant"] = "sdgm"
-        torch.save(state, tmp_path / "mislabelled.pt")
-        load_model(tmp_path / "mislabelled.pt", device="cpu")
+    assert "variant" not in model.config
+    state["model_config"]["variant"] = "sdgm"
+    torch.save(state, tmp_path / "sdgm.pt")
+    with pytest.raises(InputError, match="sdgm.pt: holds the 'sdgm' variant, retired after commit [0-9a-f]{7}"):
+        load_model(tmp_path / "sdgm.pt", device="cpu")
 
 
 def test_the_step_passes_alpha_and_the_plate_sizes_of_j_alpha(tmp_path):
