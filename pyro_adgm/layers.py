@@ -39,6 +39,12 @@ def flatten_leading(x: torch.Tensor, trailing: int) -> tuple[torch.Tensor, torch
     return x.reshape((-1,) + tuple(x.shape[x.dim() - trailing :])), lead
 
 
+def float_like(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype of ``weight``: a network's output computed in bfloat16 under :func:`torch.autocast` goes
+    back to the weights' float32 before it parameterises a distribution; otherwise ``x`` itself (no op)."""
+    return x if x.dtype == weight.dtype else x.to(weight.dtype)
+
+
 # normalisation
 
 DECODER_NORMS = ("group", "batch")  # per-sample group norm, or batch norm with statistics per enumerated class
@@ -160,6 +166,7 @@ class DeconvStack(nn.Module):
             if i < len(self.norms):
                 x = self.norms[i](x) if self.norm == "group" else self.norms[i](x, groups)
                 x = self.dropout(F.relu(x))
+        x = float_like(x, self.convs[-1].weight)  # bf16 under autocast: the likelihood's parameters stay float32
         return x.view(tuple(lead) + tuple(x.shape[1:]))
 
 
@@ -194,4 +201,4 @@ class BroadcastHead(nn.Module):
         h = self.first_bias
         for name, value in inputs.items():
             h = h + self.first[name](value)
-        return self.out(self.rest(self.dropout(F.relu(h))))
+        return float_like(self.out(self.rest(self.dropout(F.relu(h)))), self.out.weight)
