@@ -108,7 +108,7 @@ class PreparedDataset:
             if missing:
                 raise InputError(f"{path / 'index.csv'}: missing column(s) {', '.join(missing)}")
             rows = list(reader)
-        images = np.load(path / "images.npy", mmap_mode="r")
+        images = read_image_array(path / "images.npy", len(rows))
         return cls(images, IndexTable.from_rows(rows), meta, path)
 
     @property
@@ -255,3 +255,15 @@ def labelled_subset(
             )
         chosen.append(rng.choice(members, size=labels_per_class, replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def read_image_array(path: Path, rows: int) -> np.ndarray:
+    """``images.npy`` memory-mapped, checked to be a uint8 (rows, S, S) array; one-line InputError otherwise."""
+    expected = f"expected a uint8 array of {rows} square images written by `pyro-adgm prepare`"
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        raise InputError(f"{path}: not a NumPy image array; {expected}") from None
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[0] != rows or images.shape[1] != images.shape[2]:
+        raise InputError(f"{path}: {images.dtype} array of shape {tuple(images.shape)}; {expected}")
+    return images

@@ -136,8 +136,6 @@ def test_data_folder_of_another_format_version(tmp_path):
     assert_one_error_line(["train", "--data", data, "--epochs", "1"], "meta.json", "format_version", "expected")
 
 
-@pytest.mark.xfail(strict=True, reason="data_tools/dataset.py reads images.npy without catching np.load's ValueError, "
-                                       "whose message advises allow_pickle; the traceback reaches the user")  # fmt: skip
 def test_data_folder_with_a_corrupt_image_array(tmp_path):
     data = prepared_demo(tmp_path)
     (data / "images.npy").write_bytes(b"garbage")
