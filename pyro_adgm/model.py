@@ -162,6 +162,7 @@ class ADGM(nn.Module):
         self.register_buffer("class_prior", prior)
         self.class_prior_logits = nn.Parameter(prior.clamp_min(1e-6).log()) if learn_class_prior else None
         self.prior_weighted_labels = prior_weighted_labels
+        self._registered = False  # True while a semi-supervised program runs: it registered the weights already
 
     @classmethod
     def from_config(cls, config: dict) -> ADGM:
@@ -198,7 +199,7 @@ class ADGM(nn.Module):
         x: (B, C, S, S) float in [0, 1]; y: (B,) int64 or None (unlabelled: y comes from the guide).
         data_size: N, the number of examples the batch stands for (plate scale N/B); None means B.
         """
-        pyro.module(self.pyro_name, self)
+        self._register()
         batch = x.shape[0]
         y_onehot = None if y is None else self.one_hot(y)
         with self._plate(plate_name, data_size, batch, x.device):
@@ -222,7 +223,7 @@ class ADGM(nn.Module):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, *, data_size: int | None = None,
               kl_weight: float = 1.0, alpha: float = 0.0, plate_name: str = "data") -> None:  # fmt: skip
         """q(a|x) q(y|a,x) q(z|a,y,x); y is enumerated in parallel when not observed. Arguments as :meth:`model`."""
-        pyro.module(self.pyro_name, self)
+        self._register()
         batch = x.shape[0]
         with self._plate(plate_name, data_size, batch, x.device):
             with kl_weighted(kl_weight):
@@ -254,14 +255,25 @@ class ADGM(nn.Module):
         self._semi_supervised(self.guide, x_labelled, y_labelled, x_unlabelled, labelled_size, unlabelled_size,
                               kl_weight, alpha, unlabelled_weight)  # fmt: skip
 
-    @staticmethod
-    def _semi_supervised(program, x_l, y_l, x_u, size_l, size_u, kl_weight, alpha, unlabelled_weight):
-        if x_l is not None:
-            with scope(prefix="labelled"):
-                program(x_l, y_l, data_size=size_l, kl_weight=kl_weight, alpha=alpha, plate_name="labelled_data")
-        if x_u is not None and unlabelled_weight > 0:
-            with scope(prefix="unlabelled"), poutine.scale(scale=float(unlabelled_weight)):
-                program(x_u, None, data_size=size_u, kl_weight=kl_weight, plate_name="unlabelled_data")
+    def _semi_supervised(self, program, x_l, y_l, x_u, size_l, size_u, kl_weight, alpha, unlabelled_weight):
+        # the parameters are registered with Pyro once for both batches, not once per batch in model/guide: each
+        # registration is a param site per weight through the whole handler stack (benchmarks/results/host_overhead.md)
+        pyro.module(self.pyro_name, self)
+        self._registered = True
+        try:
+            if x_l is not None:
+                with scope(prefix="labelled"):
+                    program(x_l, y_l, data_size=size_l, kl_weight=kl_weight, alpha=alpha, plate_name="labelled_data")
+            if x_u is not None and unlabelled_weight > 0:
+                with scope(prefix="unlabelled"), poutine.scale(scale=float(unlabelled_weight)):
+                    program(x_u, None, data_size=size_u, kl_weight=kl_weight, plate_name="unlabelled_data")
+        finally:
+            self._registered = False
+
+    def _register(self) -> None:
+        """Register the weights with Pyro's param store (so that SVI steps them), unless the caller did."""
+        if not self._registered:
+            pyro.module(self.pyro_name, self)
 
     # queries
 
