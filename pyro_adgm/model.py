@@ -256,9 +256,11 @@ class ADGM(nn.Module):
                               kl_weight, alpha, unlabelled_weight)  # fmt: skip
 
     def _semi_supervised(self, program, x_l, y_l, x_u, size_l, size_u, kl_weight, alpha, unlabelled_weight):
-        # the parameters are registered with Pyro once for both batches, not once per batch in model/guide: each
-        # registration is a param site per weight through the whole handler stack (benchmarks/results/host_overhead.md)
-        pyro.module(self.pyro_name, self)
+        # the weights are registered with Pyro once per step, by the guide (which SVI and every ELBO run with the
+        # model), not once per batch in model and guide: each registration is a param site per weight through the
+        # whole handler stack (benchmarks/results/host_overhead.md)
+        if program == self.guide:
+            pyro.module(self.pyro_name, self)
         self._registered = True
         try:
             if x_l is not None:
