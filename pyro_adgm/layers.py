@@ -196,9 +196,10 @@ class BroadcastHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        if set(inputs) != set(self.first):
+        if inputs.keys() != self.first.keys():
             raise ValueError(f"expected inputs {sorted(self.first)}, got {sorted(inputs)}")
-        h = self.first_bias
+        h = None
         for name, value in inputs.items():
-            h = h + self.first[name](value)
+            # the bias goes into the first product (one fused op, not a separate sum)
+            h = F.linear(value, self.first[name].weight, self.first_bias) if h is None else h + self.first[name](value)
         return float_like(self.out(self.rest(self.dropout(F.relu(h)))), self.out.weight)
