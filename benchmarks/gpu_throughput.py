@@ -20,9 +20,20 @@ values, so this is fine for timing, but the losses and accuracies mean nothing. 
    (``--variants``) run in the same process on the same trainer, their blocks interleaved (A B, B A, ...):
 
    - ``default``: the backend flags as the process found them (PyTorch's defaults: ``cudnn.benchmark`` off,
-     TF32 off for matmuls, on for cuDNN convolutions); this is what ``pyro-adgm train`` runs with;
+     TF32 off for matmuls, on for cuDNN convolutions), float32, the trainer's step; this is what ``pyro-adgm
+     train`` runs with;
    - ``fp32``: TF32 off everywhere, ``cudnn.benchmark`` off;
-   - ``fast``: ``cudnn.benchmark`` on and TF32 on for matmuls and convolutions.
+   - ``fast``: ``cudnn.benchmark`` on and TF32 on for matmuls and convolutions;
+   - ``bf16``: the default flags, the networks under ``torch.autocast`` to bfloat16 (``--precision bf16``,
+     :mod:`pyro_adgm.precision`); ``bf16-cl``: the same with the conv weights and the images channels-last;
+   - ``host``: the default flags and float32, the step as the loop should run it to keep the GPU fed
+     (``benchmarks/results/host_overhead.md``): :class:`~pyro_adgm.distributed.DataParallelOptim` around the
+     trainer's AdamW (one multi-tensor optimiser instead of one per parameter) and
+     ``step_context(validate=False)`` (no distribution checks, each of which waits for the device);
+   - ``bf16-host``: ``bf16`` and ``host`` together; ``best``: ``fast`` flags, bf16, channels-last and ``host``.
+
+   The variants with their own step (the ``host`` ones) share the trainer's model, each with its own optimiser
+   state. ``--variants`` defaults to ``default fast bf16 host bf16-host`` (``default fast`` with ``--quick``).
 
    A batch size that runs out of memory is recorded as ``"OOM"`` and the run goes on.
 2. One RSNA-sized epoch per task (2class: K=2, 3class: K=3) at ``--epoch-batch-size`` with the
@@ -46,6 +57,7 @@ Results go to stdout as markdown tables (ready for BENCHMARKS.md, with the exact
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import shlex
@@ -57,18 +69,34 @@ from pathlib import Path
 
 import pyro
 import torch
+from pyro.infer import SVI
 
+from pyro_adgm.distributed import DataParallelOptim
 from pyro_adgm.model import ADGM
+from pyro_adgm.precision import bf16_supported, step_context, to_channels_last
 from pyro_adgm.training import PAPER_EPOCHS, TrainConfig, Trainer, TrainingData, resolve_device
 
 TASKS = {"2class": 2, "3class": 3}
 TARGET_HOURS = {"2class": 1.0}  # the paper's 2class run should take under an hour
 FLAG_NAMES = ("cudnn_benchmark", "cudnn_allow_tf32", "matmul_allow_tf32")
-VARIANTS = {
-    "default": None,  # the flags as the process found them
+FLAGS = {
+    "found": None,  # the flags as the process found them
     "fp32": {"cudnn_benchmark": False, "cudnn_allow_tf32": False, "matmul_allow_tf32": False},
     "fast": {"cudnn_benchmark": True, "cudnn_allow_tf32": True, "matmul_allow_tf32": True},
 }
+#: name: (backend flags, precision, channels-last, the step of benchmarks/host_overhead.py's "model + step")
+VARIANTS = {
+    "default": ("found", "fp32", False, False),
+    "fp32": ("fp32", "fp32", False, False),
+    "fast": ("fast", "fp32", False, False),
+    "bf16": ("found", "bf16", False, False),
+    "bf16-cl": ("found", "bf16", True, False),
+    "host": ("found", "fp32", False, True),
+    "bf16-host": ("found", "bf16", False, True),
+    "best": ("fast", "bf16", True, True),
+}
+DEFAULT_VARIANTS = ["default", "fast", "bf16", "host", "bf16-host"]
+QUICK_VARIANTS = ["default", "fast"]
 #: --quick: small networks (as the tests' SMALL_MODEL) so that the smoke run takes seconds on a CPU
 QUICK_MODEL = {"a_dim": 8, "z_dim": 8, "channels": (8, 16, 32, 32, 32), "hidden": (32,)}
 GIB = 2**30
@@ -89,7 +117,54 @@ def set_flags(flags: dict) -> None:
 
 
 def variant_flags(name: str, initial: dict) -> dict:
-    return dict(VARIANTS[name] or initial)
+    return dict(FLAGS[VARIANTS[name][0]] or initial)
+
+
+class Steps:
+    """One trainer's step under each variant: its precision, memory layout and step (the trainer's ``_step``, or
+    ``SVI.step`` with ``DataParallelOptim`` and no distribution checks for the ``host`` variants)."""
+
+    def __init__(self, trainer: Trainer, device: torch.device):
+        self.trainer, self.device = trainer, device
+        self.plain_step = trainer._step
+        self.host_svi = None
+        self.channels_last = False
+
+    def set_layout(self, channels_last: bool) -> None:
+        if channels_last != self.channels_last:
+            self.trainer.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            self.channels_last = channels_last
+
+    def step_fn(self, name: str):
+        """A function with ``Trainer._step``'s arguments that takes one step of variant ``name``."""
+        _, precision, channels_last, host = VARIANTS[name]
+        trainer = self.trainer
+        if host and self.host_svi is None:
+            optim = DataParallelOptim(pyro.optim.AdamW(trainer._optim_args))
+            self.host_svi = SVI(trainer.model.semi_supervised_model, trainer.model.semi_supervised_guide, optim, trainer.elbo)
+
+        def step(x_l, y_l, x_u, kl_weight, unlabelled_weight=1.0):
+            if channels_last:
+                x_l = to_channels_last(x_l)
+                x_u = to_channels_last(x_u) if x_u is not None else None
+            with step_context(precision, self.device, validate=not host):
+                if host:
+                    return self.host_svi.step(x_l, y_l, x_u, **trainer.step_arguments(kl_weight, unlabelled_weight))
+                return self.plain_step(x_l, y_l, x_u, kl_weight, unlabelled_weight)
+
+        return step
+
+    @contextlib.contextmanager
+    def variant(self, name: str, initial: dict):
+        """Flags, layout and step of variant ``name`` (the trainer's ``_step`` meanwhile); the flags restored after."""
+        set_flags(variant_flags(name, initial))
+        self.set_layout(VARIANTS[name][2])
+        self.trainer._step = self.step_fn(name)
+        try:
+            yield
+        finally:
+            self.trainer._step = self.plain_step
+            set_flags(initial)
 
 
 # device helpers
@@ -184,26 +259,29 @@ def measure_throughput(images, batch_size: int, args, device: torch.device, init
     data = training_data(images, args.labelled, n_u, args.val, 2)
     trainer = make_trainer(data, "2class", batch_size, args, device, run_dir)
     stream = batch_stream(trainer)
+    steps = Steps(trainer, device)
     for name in args.variants:
-        set_flags(variant_flags(name, initial))
-        run_steps(trainer, stream, args.warmup)
+        with steps.variant(name, initial):
+            run_steps(trainer, stream, args.warmup)
     step_times = {name: [] for name in args.variants}
     peaks = {name: None for name in args.variants}
     images_per_step = {}
     for repeat in range(args.repeats):
         for name in args.variants if repeat % 2 == 0 else args.variants[::-1]:
-            set_flags(variant_flags(name, initial))
             reset_peak(device)
-            seconds, count = timed(device, lambda: run_steps(trainer, stream, args.steps))
+            with steps.variant(name, initial):
+                seconds, count = timed(device, lambda: run_steps(trainer, stream, args.steps))
             step_times[name].append(seconds / args.steps)
             images_per_step[name] = count / args.steps
             peak = peak_gib(device)
             peaks[name] = peak if peaks[name] is None else max(peaks[name], peak)
-    set_flags(initial)
+    steps.set_layout(False)
     rows = []
     for name in args.variants:
         median = statistics.median(step_times[name])
+        _, precision, channels_last, host = VARIANTS[name]
         rows.append({"batch_size": batch_size, "variant": name, "flags": variant_flags(name, initial), "status": "ok",
+                     "precision": precision, "channels_last": channels_last, "host_step": host,
                      "step_s": median, "step_s_min": min(step_times[name]), "step_s_max": max(step_times[name]),
                      "step_s_blocks": step_times[name], "images_per_step": images_per_step[name],
                      "images_per_s": images_per_step[name] / median, "peak_gib": peaks[name],
@@ -212,15 +290,16 @@ def measure_throughput(images, batch_size: int, args, device: torch.device, init
 
 
 def measure_epoch(images, task: str, args, device: torch.device, initial: dict, run_dir: str) -> dict:
-    set_flags(variant_flags(args.epoch_variant, initial))
     data = training_data(images, args.labelled, args.unlabelled, args.val, TASKS[task])
     trainer = make_trainer(data, task, args.epoch_batch_size, args, device, run_dir)
-    run_steps(trainer, batch_stream(trainer), args.warmup)
-    reset_peak(device)
-    train_s, train_row = timed(device, trainer.train_epoch)
-    first_eval_s, _ = timed(device, trainer.evaluate_epoch)
-    eval_s, eval_row = timed(device, trainer.evaluate_epoch)
-    set_flags(initial)
+    steps = Steps(trainer, device)
+    with steps.variant(args.epoch_variant, initial):
+        run_steps(trainer, batch_stream(trainer), args.warmup)
+        reset_peak(device)
+        train_s, train_row = timed(device, trainer.train_epoch)
+        first_eval_s, _ = timed(device, trainer.evaluate_epoch)
+        eval_s, eval_row = timed(device, trainer.evaluate_epoch)
+    steps.set_layout(False)
     epochs = PAPER_EPOCHS.get(task, 200)
     paper_hours = epochs * (train_s + eval_s) / 3600
     target = TARGET_HOURS.get(task)
@@ -244,7 +323,8 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=20, help="timed steps per block")
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks per variant and batch size")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant before timing")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default", "fast"])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help=f"default: {' '.join(DEFAULT_VARIANTS)} "
+                        f"({' '.join(QUICK_VARIANTS)} with --quick)")  # fmt: skip
     parser.add_argument("--tasks", nargs="*", choices=list(TASKS), default=list(TASKS), help="epochs to time (none: skip)")
     parser.add_argument("--epoch-batch-size", type=int, default=128)
     parser.add_argument("--epoch-variant", choices=list(VARIANTS), default="default")
@@ -267,7 +347,7 @@ def parse_args(argv):
         parser.error("batch sizes, --steps, --repeats, --labelled, --unlabelled and --val must be positive")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
-    args.variants = list(dict.fromkeys(args.variants))
+    args.variants = list(dict.fromkeys(args.variants or (QUICK_VARIANTS if args.quick else DEFAULT_VARIANTS)))
     return args
 
 
@@ -299,7 +379,7 @@ def markdown(results: dict) -> str:
              f"({results['resident_data_gib']:.2f} GiB, included in the peaks).", ""]  # fmt: skip
     if results["epochs"]:
         lines += [f"One epoch: {s['labelled']:,} labelled + {s['unlabelled']:,} unlabelled images, {s['val']:,} "
-                  f"validation; batch {s['epoch_batch_size']}, `{s['epoch_variant']}` flags; evaluation = "
+                  f"validation; batch {s['epoch_batch_size']}, variant `{s['epoch_variant']}`; evaluation = "
                   f"`Trainer.evaluate_epoch()` (its second call).", "",
                   "| task | steps/epoch | train epoch (s) | s/step | evaluation (s) | peak GPU memory (GiB) | paper run | "
                   "extrapolated (h) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -317,17 +397,19 @@ def markdown(results: dict) -> str:
         lines += [f"Training steps, 2 classes: B labelled + B unlabelled images per step; median of {s['repeats']} "
                   f"blocks of {s['steps']} steps after {s['warmup']} warm-up steps per variant; variants interleaved "
                   f"in one process; speed-up against `{base}`.", "",
-                  "| batch B | variant | s/step | images/s | speed-up | peak GPU memory (GiB) |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+                  "| batch B | variant | precision | channels-last | host step | s/step | images/s | speed-up | peak GPU memory (GiB) |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         steps = {(r["batch_size"], r["variant"]): r.get("step_s") for r in results["throughput"]}
         for r in results["throughput"]:
+            _, precision, channels_last, host = VARIANTS[r["variant"]]
+            described = f"{precision} | {'yes' if channels_last else 'no'} | {'yes' if host else 'no'}"
             if r["status"] != "ok":
-                lines.append(f"| {r['batch_size']} | {r['variant']} | {r['status']} | | | |")
+                lines.append(f"| {r['batch_size']} | {r['variant']} | {described} | {r['status']} | | | |")
                 continue
             ref = steps.get((r["batch_size"], base))
             ratio = f"{ref / r['step_s']:.2f}x" if ref else "n/a"
-            lines.append(f"| {r['batch_size']} | {r['variant']} | {r['step_s']:.4f} | {r['images_per_s']:.0f} | {ratio} | "
-                         f"{fmt(r['peak_gib'], 2)} |")  # fmt: skip
+            lines.append(f"| {r['batch_size']} | {r['variant']} | {described} | {r['step_s']:.4f} | {r['images_per_s']:.0f} | "
+                         f"{ratio} | {fmt(r['peak_gib'], 2)} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -347,6 +429,9 @@ def run(args, argv: list[str]) -> dict:
     device = resolve_device(args.device)
     if device.type != "cuda" and args.device == "auto" and not args.quick:
         raise SystemExit("no CUDA device: this benchmark is for a GPU (--quick for a smoke run, --device cpu to insist)")
+    unsupported = [name for name in args.variants + [args.epoch_variant] if VARIANTS[name][1] == "bf16" and not bf16_supported(device)]
+    if unsupported:
+        raise SystemExit(f"{device}: no bfloat16 support for variant(s) {', '.join(dict.fromkeys(unsupported))}")
     start = time.perf_counter()
     initial = current_flags()
     results = {"command": shlex.join(["python", "benchmarks/gpu_throughput.py", *argv]),
