@@ -118,11 +118,11 @@ class Worker:
             times.append(time.perf_counter() - start)
         return times
 
-    def profile(self, n: int) -> dict:
-        return {"parts": self.parts(n), "scalar_reads": self.scalar_reads(), "aten_ops": self.aten_ops()}
+    def counts(self) -> dict:
+        return {"scalar_reads": self.scalar_reads(), **self.aten_ops()}
 
     def parts(self, n: int) -> dict:
-        """Mean exclusive seconds per step in each part of the step (a part's time excludes the parts it calls)."""
+        """Exclusive seconds in each part of ``n`` steps (a part's time excludes the parts it calls), summed."""
         import pyro.infer.svi
         import pyro.primitives
 
@@ -168,8 +168,7 @@ class Worker:
                 net.forward = wrap(net.forward, "networks: forward")
             # SVI holds the ELBO's bound method: wrapped on the instance
             self.svi.loss_and_grads = wrap(self.svi.loss_and_grads, "TraceEnum_ELBO: traces, enumeration, log densities, contraction")
-            for _ in range(2):
-                self.step()
+            self.step()
             spent.clear()
             start = time.perf_counter()
             for _ in range(n):
@@ -181,9 +180,9 @@ class Worker:
             for name in NETWORK_NAMES:
                 del getattr(self.model, name).forward
             self.svi.loss_and_grads = self.svi.loss_and_grads.__wrapped__
-        parts = {part: seconds / n for part, seconds in sorted(spent.items(), key=lambda kv: -kv[1])}
-        parts["rest of the step"] = max(0.0, total / n - sum(parts.values()))
-        return parts
+        parts = dict(spent)
+        parts["rest of the step"] = max(0.0, total - sum(parts.values()))
+        return {"parts": parts, "steps": n}
 
     def scalar_reads(self) -> dict:
         """Reads of a tensor's value into Python in one step (item, bool, ...), by the function that asked.
@@ -213,13 +212,17 @@ class Worker:
         del torch
         return dict(sorted(reads.items(), key=lambda kv: -kv[1]))
 
-    def aten_ops(self) -> int:
+    def aten_ops(self) -> dict:
+        """ATen ops of one step (torch.profiler): those dispatched from Python or autograd (on CUDA each a kernel
+        launch, or a view), and all of them, the ones those call included."""
         from torch.profiler import ProfilerActivity, profile
 
         self.step()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             self.step()
-        return int(sum(event.count for event in prof.key_averages() if event.key.startswith("aten::")))
+        events = [e for e in prof.events() if e.name.startswith("aten::")]
+        top = [e for e in events if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
+        return {"aten_ops": len(top), "aten_ops_all_levels": len(events)}
 
 
 def worker_main(args) -> None:
@@ -230,8 +233,10 @@ def worker_main(args) -> None:
             command, _, value = line.strip().partition(" ")
             if command == "steps":
                 reply({"times": worker.timed(int(value))})
-            elif command == "profile":
-                reply(worker.profile(int(value)))
+            elif command == "parts":
+                reply(worker.parts(int(value)))
+            elif command == "counts":
+                reply(worker.counts())
             else:
                 return
     except Exception:
@@ -302,7 +307,7 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per variant first")
     parser.add_argument("--tolerance", type=float, default=1e-6, help="relative difference allowed between the variants' fixed-seed losses")
     parser.add_argument("--profile", action="store_true", help="also break each variant's step down")
-    parser.add_argument("--profile-steps", type=int, default=20)
+    parser.add_argument("--profile-steps", type=int, default=2, help="profiled steps per variant and round")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 2 steps, no warm-up, the profile on 1 step")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--markdown", help="also write the tables here")
@@ -346,7 +351,17 @@ def main(argv=None) -> dict:
             for round_ in range(args.rounds):
                 for v in variants if round_ % 2 == 0 else variants[::-1]:
                     v.times += v.ask(f"steps {args.steps}")["times"]
-            profiles = {v.name: v.ask(f"profile {args.profile_steps}") for v in variants} if args.profile else {}
+            profiles = {}
+            if args.profile:  # interleaved like the timings; the wrapped steps are not among those timed
+                sums = {v.name: {} for v in variants}
+                for round_ in range(args.rounds):
+                    for v in variants if round_ % 2 == 0 else variants[::-1]:
+                        for part, seconds in v.ask(f"parts {args.profile_steps}")["parts"].items():
+                            sums[v.name][part] = sums[v.name].get(part, 0.0) + seconds
+                steps = args.rounds * args.profile_steps
+                for v in variants:
+                    parts = {part: seconds / steps for part, seconds in sorted(sums[v.name].items(), key=lambda kv: -kv[1])}
+                    profiles[v.name] = {"parts": parts, "profiled_steps": steps, **v.ask("counts")}
         finally:
             for v in variants:
                 v.close()
@@ -403,8 +418,9 @@ def markdown(results: dict) -> str:
     if profiles:
         names = list(profiles)
         parts = list(dict.fromkeys(part for p in profiles.values() for part in p["parts"]))
-        lines += ["", f"Exclusive time per step in each part (ms; mean of {s['profile_steps']} steps, wrapped, so a little "
-                  "slower than the timings above):", "", "| part | " + " | ".join(names) + " |",
+        lines += ["", f"Exclusive time per step in each part (ms; mean of {s['rounds']} x {s['profile_steps']} steps per "
+                  "variant, interleaved like the timings; the parts are timed by wrapping them, which makes these steps a "
+                  "little slower than the timed ones):", "", "| part | " + " | ".join(names) + " |",
                   "|---|" + "---|" * len(names)]  # fmt: skip
         for part in parts + ["total"]:
             cells = []
@@ -413,7 +429,8 @@ def markdown(results: dict) -> str:
                 value = total if part == "total" else profiles[name]["parts"].get(part, 0.0)
                 cells.append(f"{1000 * value:.1f}" + ("" if part == "total" else f" ({100 * value / total:.0f}%)"))
             lines.append(f"| {part} | " + " | ".join(cells) + " |")
-        lines += ["", "ATen ops per step (torch.profiler, all levels): " + "; ".join(f"{n}: {profiles[n]['aten_ops']}" for n in names),
+        lines += ["", "ATen ops per step (torch.profiler; dispatched from Python or autograd, each a kernel launch or a view "
+                  "on CUDA; and with the ops they call): " + "; ".join(f"{n}: {profiles[n]['aten_ops']} ({profiles[n]['aten_ops_all_levels']})" for n in names),
                   "", "Reads of tensor values into Python per step, by caller (on CUDA each read of a device tensor waits "
                   "for the device; the optimiser's step counters are CPU tensors):", "",
                   "| caller | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]  # fmt: skip
