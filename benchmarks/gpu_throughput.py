@@ -10,7 +10,7 @@ values, so this is fine for timing, but the losses and accuracies mean nothing. 
 
 1. Step throughput, 2 classes, batch sizes ``--batch-sizes``: one step is the next (labelled, unlabelled)
    batch from ``Trainer._batches`` (indexing, uint8 -> float, random flips and affine warps on the device) and
-   ``Trainer._step`` (one ``SVI.step``: forward, backward, Adam); unlike ``Trainer.train_epoch`` it leaves out
+   the ADGM objective's ``step`` (one ``SVI.step``: forward, backward, Adam); unlike ``Trainer.train_epoch`` it leaves out
    the update of the weight average after each step (the epoch timing below includes it),
    with B labelled + B unlabelled images (the unlabelled set is cut to whole batches so that every step has
    the same shapes). After ``--warmup`` steps per variant (CUDA/cuDNN/cuBLAS start-up, cuDNN autotuning),
@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import shlex
@@ -71,10 +72,11 @@ import pyro
 import torch
 from pyro.infer import SVI
 
+from pyro_adgm.config import PAPER_EPOCHS
 from pyro_adgm.distributed import DataParallelOptim
 from pyro_adgm.model import ADGM
 from pyro_adgm.precision import bf16_supported, step_context, to_channels_last
-from pyro_adgm.training import PAPER_EPOCHS, TrainConfig, Trainer, TrainingData, resolve_device
+from pyro_adgm.training import TrainConfig, Trainer, TrainingData, resolve_device
 
 TASKS = {"2class": 2, "3class": 3}
 TARGET_HOURS = {"2class": 1.0}  # the paper's 2class run should take under an hour
@@ -121,12 +123,12 @@ def variant_flags(name: str, initial: dict) -> dict:
 
 
 class Steps:
-    """One trainer's step under each variant: its precision, memory layout and step (the trainer's ``_step``, or
+    """One trainer's step under each variant: its precision, memory layout and step (the objective's ``step``, or
     ``SVI.step`` with ``DataParallelOptim`` and no distribution checks for the ``host`` variants)."""
 
     def __init__(self, trainer: Trainer, device: torch.device):
         self.trainer, self.device = trainer, device
-        self.plain_step = trainer._step
+        self.plain_step = trainer.objective.step
         self.host_svi = None
         self.channels_last = False
 
@@ -136,34 +138,35 @@ class Steps:
             self.channels_last = channels_last
 
     def step_fn(self, name: str):
-        """A function with ``Trainer._step``'s arguments that takes one step of variant ``name``."""
+        """A function with the objective's ``step`` arguments that takes one step of variant ``name``."""
         _, precision, channels_last, host = VARIANTS[name]
-        trainer = self.trainer
+        objective = self.trainer.objective
         if host and self.host_svi is None:
-            optim = DataParallelOptim(pyro.optim.AdamW(trainer._optim_args))
-            self.host_svi = SVI(trainer.model.semi_supervised_model, trainer.model.semi_supervised_guide, optim, trainer.elbo)
+            optim = DataParallelOptim(pyro.optim.AdamW(objective.optimizer_settings))
+            self.host_svi = SVI(objective.model.semi_supervised_model, objective.model.semi_supervised_guide, optim, objective.elbo)
 
-        def step(x_l, y_l, x_u, kl_weight, unlabelled_weight=1.0):
+        def step(batch, progress):
             if channels_last:
-                x_l = to_channels_last(x_l)
-                x_u = to_channels_last(x_u) if x_u is not None else None
+                batch = dataclasses.replace(batch, x_labelled=to_channels_last(batch.x_labelled),
+                                            x_unlabelled=to_channels_last(batch.x_unlabelled) if batch.x_unlabelled is not None else None)  # fmt: skip
             with step_context(precision, self.device, validate=not host):
                 if host:
-                    return self.host_svi.step(x_l, y_l, x_u, **trainer.step_arguments(kl_weight, unlabelled_weight))
-                return self.plain_step(x_l, y_l, x_u, kl_weight, unlabelled_weight)
+                    arguments = objective.program_arguments(*objective.weights(progress))
+                    return self.host_svi.step(batch.x_labelled, batch.y_labelled, batch.x_unlabelled, **arguments)
+                return self.plain_step(batch, progress)
 
         return step
 
     @contextlib.contextmanager
     def variant(self, name: str, initial: dict):
-        """Flags, layout and step of variant ``name`` (the trainer's ``_step`` meanwhile); the flags restored after."""
+        """Flags, layout and step of variant ``name`` (the objective's ``step`` meanwhile); the flags restored after."""
         set_flags(variant_flags(name, initial))
         self.set_layout(VARIANTS[name][2])
-        self.trainer._step = self.step_fn(name)
+        self.trainer.objective.step = self.step_fn(name)
         try:
             yield
         finally:
-            self.trainer._step = self.plain_step
+            self.trainer.objective.step = self.plain_step
             set_flags(initial)
 
 
@@ -226,20 +229,20 @@ def make_trainer(data: TrainingData, task: str, batch_size: int, args, device: t
 
 
 def batch_stream(trainer: Trainer):
-    """The trainer's own (x_labelled, y_labelled, x_unlabelled) batches, epoch after epoch."""
+    """The trainer's own batches, epoch after epoch."""
     generator = torch.Generator().manual_seed(0)
     while True:
         yield from trainer._batches(generator)
 
 
 def run_steps(trainer: Trainer, stream, steps: int) -> int:
-    """``steps`` training steps as train_epoch takes them (KL and unlabelled weights 0.5: the same work as
-    any positive weight); returns the number of images (labelled + unlabelled)."""
-    images = 0
+    """``steps`` training steps as train_epoch takes them (half-way through the warm-up: KL and unlabelled weights
+    0.5, the same work as any positive weight); returns the number of images (labelled + unlabelled)."""
+    images, progress = 0, trainer.config.warmup_epochs / 2
     for _ in range(steps):
-        x_l, y_l, x_u = next(stream)
-        trainer._step(x_l, y_l, x_u, 0.5, 0.5)  # svi.step returns a Python float: it waits for the GPU
-        images += len(x_l) + (len(x_u) if x_u is not None else 0)
+        batch = next(stream)
+        trainer.objective.step(batch, progress)  # svi.step returns a Python float: it waits for the GPU
+        images += len(batch.x_labelled) + (len(batch.x_unlabelled) if batch.x_unlabelled is not None else 0)
     return images
 
 

@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import logging
-import math
 import shlex
 import time
 from pathlib import Path
@@ -32,11 +31,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from data_tools.errors import InputError  # noqa: E402
+from pyro_adgm.config import DEFAULT_LIKELIHOOD, TRAINABLE_LIKELIHOODS, TrainConfig, model_options_for  # noqa: E402
 from pyro_adgm.label_curve import plot_label_curve, run_dir_name, run_label_curve, summarise  # noqa: E402
 from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS  # noqa: E402
 from pyro_adgm.plots import save_figure  # noqa: E402
-from pyro_adgm.runs import DEFAULT_LIKELIHOOD, TRAINABLE_LIKELIHOODS, model_options_for  # noqa: E402
-from pyro_adgm.training import LR_SCHEDULES, TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_28.npz"
@@ -103,14 +101,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--warmup-epochs", type=float, default=8.0, help="KL and unlabelled-term warm-up")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--labelled-weighting", choices=("balanced", "bound"), default=TrainConfig.labelled_weighting)
     parser.add_argument("--beta", type=float, default=TrainConfig.beta,
                         help="weight of the classification term, alpha = beta * (N_l + N_u) / N_l")
     parser.add_argument("--unlabelled-weight", type=float, default=TrainConfig.unlabelled_weight,
                         help="the ADGM's unlabelled-term weight at the end of its ramp (1: J^alpha)")
     parser.add_argument("--weight-average-decay", type=float, default=TrainConfig.weight_average_decay,
                         help="per-step decay of the evaluated weight average (0: the raw weights)")
-    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=TrainConfig.lr_schedule)
     parser.add_argument("--augment-probability", type=float, default=TrainConfig.augment_probability,
                         help="the chance that a training image is transformed")
     parser.add_argument("--class-prior", default=None, metavar="|".join(CLASS_PRIORS) + "|NAME=P,...",
@@ -119,8 +115,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--label-weights", choices=LABEL_WEIGHTS, default="equal",
                         help="prior: each labelled image's classification term times K * p(y); equal: the paper's")
     parser.add_argument("--likelihood", choices=TRAINABLE_LIKELIHOODS, default=DEFAULT_LIKELIHOOD,
-                        help="the ADGM's p(x|z,y): discretized-logistic (8-bit levels), gaussian (the paper's density), "
-                             "or bernoulli-grey (the cross-entropy of grey levels)")
+                        help="the ADGM's p(x|z,y): gaussian (the paper's density) or discretized-logistic (8-bit levels)")
     parser.add_argument("--test-from-train", type=int, default=0, metavar="N",
                         help="test on N training images drawn at random (seed 0) instead of the file's test split, "
                              "which is then left out: an in-distribution test (0: the file's)")
@@ -134,20 +129,19 @@ def main(argv=None) -> list[dict]:
         parser.error("--class-prior learned is an ADGM setting (the supervised baseline has no p(y)): add --methods adgm")
     if args.quick and args.test_from_train:
         parser.error("--test-from-train draws from the PneumoniaMNIST file's training images, not from --quick's demo phantoms")
-    if not (math.isfinite(args.unlabelled_weight) and args.unlabelled_weight > 0):  # as the Trainer, but before any run
-        parser.error(f"--unlabelled-weight: expected a positive number, got {args.unlabelled_weight:g}")
-    for method in args.methods:
+    overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
+                 "weight_average_decay": args.weight_average_decay or None,
+                 "beta": args.beta, "unlabelled_weight": args.unlabelled_weight, "augment_probability": args.augment_probability}
+    for method in args.methods:  # every setting is checked before any run
         try:
             model_options_for(method, args.class_prior, args.label_weights, args.likelihood if method == "adgm" else DEFAULT_LIKELIHOOD)
+            TrainConfig(method=method, **overrides)
         except InputError as error:
             parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --labelled-weighting {args.labelled_weighting} --beta {args.beta:g} {f'--unlabelled-weight {args.unlabelled_weight:g} ' if args.unlabelled_weight != 1 else ''}--weight-average-decay {args.weight_average_decay:g} --lr-schedule {args.lr_schedule} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--likelihood {args.likelihood} ' if args.likelihood != DEFAULT_LIKELIHOOD else ''}{f'--test-from-train {args.test_from_train} ' if args.test_from_train else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --beta {args.beta:g} {f'--unlabelled-weight {args.unlabelled_weight:g} ' if args.unlabelled_weight != 1 else ''}--weight-average-decay {args.weight_average_decay:g} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--likelihood {args.likelihood} ' if args.likelihood != DEFAULT_LIKELIHOOD else ''}{f'--test-from-train {args.test_from_train} ' if args.test_from_train else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    overrides = {"batch_size": args.batch_size, "warmup_epochs": args.warmup_epochs, "device": args.device,
-                 "weight_average_decay": args.weight_average_decay or None, "labelled_weighting": args.labelled_weighting,
-                 "beta": args.beta, "unlabelled_weight": args.unlabelled_weight, "lr_schedule": args.lr_schedule, "augment_probability": args.augment_probability}
     if args.quick:
         data, demo = None, {"n_images": 150, "image_size": 28, "seed": 0}
         args.labels, args.seeds, args.epochs = [3], [0], 1

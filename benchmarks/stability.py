@@ -1,7 +1,7 @@
 """Does validation accuracy hold to the end of training? Per-epoch curves for several training settings.
 
-Runs ``pyro-adgm train`` on a prepared dataset (PneumoniaMNIST by default) for each labels-per-class count and
-each setting below, as parallel processes (``--jobs``, each with ``--threads`` CPU threads), then summarises
+Runs ``pyro-adgm train --config OUT/RUN.json`` (the setting's TrainConfig settings) on a prepared dataset
+(PneumoniaMNIST by default) for each labels-per-class count and each setting below, as parallel processes (``--jobs``, each with ``--threads`` CPU threads), then summarises
 every run's ``metrics.csv``: best and final validation accuracy, the mean and sd of validation accuracy after
 the warm-up (over the epochs every run finished), and the mean absolute change from one epoch to the next.
 Runs cut short (``--seconds`` stops a run's process, losing the epoch in progress) are summarised over the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shlex
 import statistics
@@ -32,36 +33,31 @@ DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamni
 
 #: p(y) options: the paper's (fixed uniform p(y), labels as they are), the learned p(y)
 #: alone, and the learned p(y) with each labelled image's classification term weighted by K * p(y) (the defaults before the root fixes)
-UNIFORM = ["--class-prior", "uniform", "--label-weights", "equal"]
-LEARNED = ["--class-prior", "learned", "--label-weights", "equal"]
-LEARNED_WEIGHTED = ["--class-prior", "learned", "--label-weights", "prior"]
+UNIFORM = {"class_prior": "uniform", "label_weights": "equal"}
+LEARNED = {"class_prior": "learned", "label_weights": "equal"}
+LEARNED_WEIGHTED = {"class_prior": "learned", "label_weights": "prior"}
 #: p(y) fixed at PneumoniaMNIST's known class shares (train and val: 74.2% pneumonia), labels weighted by it
-KNOWN_WEIGHTED = ["--class-prior", "normal=0.258,abnormal=0.742", "--label-weights", "prior"]
-BOUND_AVG = ["--labelled-weighting", "bound", "--weight-average-decay", "0.999"]
+KNOWN_WEIGHTED = {"class_prior": "normal=0.258,abnormal=0.742", "label_weights": "prior"}
+BOUND_AVG = {"weight_average_decay": 0.999}
 
-#: name -> extra `pyro-adgm train` options
+#: name -> the TrainConfig settings of the run (written to OUT/NAME.json, given to `pyro-adgm train --config`).
+#: The balanced-avg, balanced-avg-beta0.1, bound-avg-cosine and bound-avg-warmup-cosine settings of BENCHMARKS.md
+#: need commit ec68456, the last with them; bound-avg-aug0.5-learned-prior-weighted-sdgm commit 6a673a1.
 SETTINGS = {
-    "bound-raw": ["--labelled-weighting", "bound", "--weight-average-decay", "0", *UNIFORM],
-    "bound-avg": [*BOUND_AVG, *UNIFORM],
-    "balanced-avg": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999", *UNIFORM],
-    "balanced-avg-beta0.1": ["--labelled-weighting", "balanced", "--weight-average-decay", "0.999", "--beta", "0.1", *UNIFORM],
-    "bound-avg-cosine": [*BOUND_AVG, "--lr-schedule", "cosine", *UNIFORM],
-    "bound-avg-warmup-cosine": [*BOUND_AVG, "--lr-schedule", "warmup-cosine", *UNIFORM],
+    "bound-raw": {"weight_average_decay": None, **UNIFORM},
+    "bound-avg": {**BOUND_AVG, **UNIFORM},
     # every training image transformed (the default before the augmentation probability existed) or half of them
-    "bound-avg-aug1": [*BOUND_AVG, "--augment-probability", "1", *UNIFORM],
-    "bound-avg-aug1-learned-prior": [*BOUND_AVG, "--augment-probability", "1", *LEARNED],
-    "bound-avg-aug0.5": [*BOUND_AVG, "--augment-probability", "0.5", *UNIFORM],
-    "bound-avg-aug0.5-learned-prior": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED],
-    "bound-avg-aug0.5-learned-prior-weighted": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED],
-    "bound-avg-aug0.5-learned-prior-weighted-beta10": [*BOUND_AVG, "--augment-probability", "0.5", *LEARNED_WEIGHTED,
-                                                       "--beta", "10"],
-    # (bound-avg-aug0.5-learned-prior-weighted-sdgm, the skip-connected model, ran up to commit 6a673a1)
-    "bound-avg-aug0.5-known-prior-weighted": [*BOUND_AVG, "--augment-probability", "0.5", *KNOWN_WEIGHTED],
+    "bound-avg-aug1": {**BOUND_AVG, "augment_probability": 1.0, **UNIFORM},
+    "bound-avg-aug1-learned-prior": {**BOUND_AVG, "augment_probability": 1.0, **LEARNED},
+    "bound-avg-aug0.5": {**BOUND_AVG, "augment_probability": 0.5, **UNIFORM},
+    "bound-avg-aug0.5-learned-prior": {**BOUND_AVG, "augment_probability": 0.5, **LEARNED},
+    "bound-avg-aug0.5-learned-prior-weighted": {**BOUND_AVG, "augment_probability": 0.5, **LEARNED_WEIGHTED},
+    "bound-avg-aug0.5-learned-prior-weighted-beta10": {**BOUND_AVG, "augment_probability": 0.5, **LEARNED_WEIGHTED, "beta": 10.0},
+    "bound-avg-aug0.5-known-prior-weighted": {**BOUND_AVG, "augment_probability": 0.5, **KNOWN_WEIGHTED},
     # the supervised baseline on the same schedule (its curve tells drift from the unlabelled term apart from
     # overfitting the few labelled images): p(y) uniform, or the known shares weighting its cross-entropy
-    "supervised-avg-aug0.5": ["--method", "supervised", *BOUND_AVG, "--augment-probability", "0.5", *UNIFORM],
-    "supervised-avg-aug0.5-known-prior-weighted": ["--method", "supervised", *BOUND_AVG, "--augment-probability", "0.5",
-                                                   *KNOWN_WEIGHTED],
+    "supervised-avg-aug0.5": {"method": "supervised", **BOUND_AVG, "augment_probability": 0.5, **UNIFORM},
+    "supervised-avg-aug0.5-known-prior-weighted": {"method": "supervised", **BOUND_AVG, "augment_probability": 0.5, **KNOWN_WEIGHTED},
 }
 
 
@@ -128,7 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="seeds the label draw and the training of every run")
     parser.add_argument("--augment-probability", type=float, default=None,
-                        help="for every run whose setting does not fix it (runs made before the option existed: 1)")
+                        help="for every run whose setting does not fix it (runs made before the setting existed: 1)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     parser.add_argument("--out", type=Path, default=Path("runs/stability"))
@@ -138,21 +134,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:
-        data_options, args.labels, args.epochs, args.warmup_epochs = ["--demo-images", "90", "--demo-size", "28"], [3], 2, 1
-        args.settings = ["bound-raw", "balanced-avg"]
+        data_options, args.labels, args.epochs, args.warmup_epochs = {"demo": {"n_images": 90, "image_size": 28}}, [3], 2, 1
+        args.settings = ["bound-raw", "bound-avg"]
     else:
         prepared = args.out / "prepared"
         if not (prepared / "meta.json").exists() and not args.summarise_only:
             if not args.npz.exists():
                 parser.error(f"{args.npz}: MedMNIST file not found (see ../shared/data/README.md)")
             subprocess.run(cli("prepare", "medmnist", str(args.npz), "--out", str(prepared)), cwd=ROOT, check=True)
-        data_options = ["--data", str(prepared)]
+        data_options = {"data": str(prepared)}
     names = [f"l{n}-{setting}" for n in args.labels for setting in args.settings]
-    augment = [] if args.augment_probability is None else ["--augment-probability", f"{args.augment_probability:g}"]
+    augment = {} if args.augment_probability is None else {"augment_probability": args.augment_probability}
     if not args.summarise_only:
-        commands = [cli("train", *data_options, "--task", "2class", "--labels", name.split("-")[0][1:], "--epochs",
-                        str(args.epochs), "--warmup-epochs", f"{args.warmup_epochs:g}", "--device", args.device, "--seed", str(args.seed),
-                        "--out", str(args.out / name), *augment, *SETTINGS[name.split("-", 1)[1]]) for name in names]  # fmt: skip
+        for name in names:
+            settings = {**data_options, **augment, **SETTINGS[name.split("-", 1)[1]]}
+            (args.out / f"{name}.json").write_text(json.dumps(settings, indent=2) + "\n")
+        commands = [cli("train", "--config", str(args.out / f"{name}.json"), "--task", "2class", "--labels", name.split("-")[0][1:],
+                        "--epochs", str(args.epochs), "--warmup-epochs", f"{args.warmup_epochs:g}", "--device", args.device,
+                        "--seed", str(args.seed), "--out", str(args.out / name)) for name in names]  # fmt: skip
         start = time.perf_counter()
         with ThreadPoolExecutor(args.jobs) as pool:
             codes = list(pool.map(lambda c: run_one(c[1], args.out / f"{c[0]}.log", args.seconds, args.threads), zip(names, commands)))

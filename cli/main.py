@@ -5,16 +5,17 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+import typing
+from dataclasses import fields, replace
 
 import click
+from click.core import ParameterSource
 
 from cli.errors import one_line_errors
 from cli.prepare import prepare
+from data_tools.errors import InputError
 from pyro_adgm import runs
-from pyro_adgm.augment import BACKENDS
-from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS
-from pyro_adgm.runs import DEMO_DEFAULTS
-from pyro_adgm.training import LABELLED_WEIGHTINGS, LR_SCHEDULES, METHODS, TrainConfig
+from pyro_adgm.config import TrainConfig, default_of, field_types, load_config, setting_help
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,62 +35,67 @@ app.add_command(prepare)
 
 # train
 
+#: the train options that are not TrainConfig settings: where the settings come from and where the run goes
+NOT_SETTINGS = ("config_file", "out_dir", "resume_dir")
+
+
+def setting_options(command):
+    """Add an option for each :class:`TrainConfig` field that is not config-only: its name (or ``flag``), type,
+    default and choices from the field, its help from the field's entry in TrainConfig's docstring."""
+    helps, types = setting_help(), field_types()
+    for f in reversed(fields(TrainConfig)):
+        if not f.metadata.get("cli", True):
+            continue
+        kind = next((t for t in typing.get_args(types[f.name]) if t is not type(None)), types[f.name])
+        choices = f.metadata.get("choices")
+        choices = choices() if callable(choices) else choices
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        default = default_of(f.name)
+        options = {"is_flag": True} if kind is bool else {"type": click.Choice(choices) if choices else kind}
+        command = click.option(flag, f.name, default=default, show_default=default is not None, help=helps[f.name], **options)(command)
+    return command
+
+
+def config_of(config_file: str | None, given: dict) -> TrainConfig:
+    """The settings of ``config_file`` (none: the defaults) with the options ``given`` over them; a bad option's
+    one-line error names its flag."""
+    base = load_config(config_file)
+    try:
+        return replace(base, **given)
+    except InputError as error:
+        name = str(error).split(":", 1)[0]
+        if name not in given:
+            raise
+        flag = TrainConfig.__dataclass_fields__[name].metadata.get("flag", "--" + name.replace("_", "-"))
+        raise InputError(f"{flag}{str(error)[len(name):]}") from None
+
 
 @app.command()
-@click.option("--task", default="2class", show_default=True, help="2class (normal / abnormal) or 3class (normal / opacity / not-normal).")
-@click.option("--labels", "labels_per_class", type=click.IntRange(min=1), default=50, show_default=True, help="Labelled training images per class.")
-@click.option("--data", type=click.Path(), default=None, help="Prepared dataset folder (`pyro-adgm prepare ...`); the built-in demo phantoms when omitted.")
-@click.option("--demo-images", type=click.IntRange(min=30), default=DEMO_DEFAULTS["n_images"], show_default=True, help="Demo data only: number of phantoms.")
-@click.option("--demo-size", type=click.IntRange(16, 256), default=DEMO_DEFAULTS["image_size"], show_default=True, help="Demo data only: image side in pixels.")
-@click.option("--method", type=click.Choice(METHODS), default="adgm", show_default=True, help="adgm, or the supervised baseline: q(y|a,x) on the labelled images alone.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the paper's 100 (2class) / 200 (3class).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
-@click.option("--image-size", type=click.IntRange(16, 256), default=None, help="Resize images to this side, 16 to 256 (default: the dataset's).")
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=TrainConfig.warmup_epochs, show_default=True, help="KL weight rises 0 -> 1 over this many epochs.")
-@click.option("--unlabelled-warmup-epochs", type=click.FloatRange(min=0), default=None, help="The unlabelled term's weight rises 0 -> 1 over this many epochs (default: as --warmup-epochs; 0: off).")
-@click.option("--unlabelled-weight", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.unlabelled_weight, show_default=True, help="The weight the unlabelled term's ramp ends at (1: the paper's J^alpha).")
-@click.option("--beta", type=click.FloatRange(min=0), default=TrainConfig.beta, show_default=True, help="alpha = beta * (N_l + N_u) / N_l.")
-@click.option("--labelled-weighting", type=click.Choice(LABELLED_WEIGHTINGS), default=TrainConfig.labelled_weighting, show_default=True, help="bound: each labelled image counts once in J^alpha; balanced: each step's labelled batch weighs as much as its unlabelled batch.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TrainConfig.lr_schedule, show_default=True, help="constant (the paper's); cosine: decay to 0 over the run's epochs; warmup-cosine: full rate through the warm-up, then the cosine.")
-@click.option("--likelihood", type=click.Choice(runs.TRAINABLE_LIKELIHOODS), default=runs.DEFAULT_LIKELIHOOD, show_default=True, help="p(x|z,y): discretized-logistic (a probability for each of the 256 grey levels, so the bound is <= 0), gaussian (the paper's density on [0, 1]), or bernoulli-grey (the cross-entropy of grey levels, as many M2 implementations on MNIST).")
-@click.option("--class-prior", default=None, metavar="|".join(CLASS_PRIORS) + "|NAME=P,...", help="p(y): fixed uniform; learned from the unlabelled images (empirical Bayes); or fixed at known class shares, e.g. normal=0.26,abnormal=0.74 (the prevalence where the images come from). Default: uniform (the paper's).")
-@click.option("--label-weights", type=click.Choice(LABEL_WEIGHTS), default="equal", show_default=True, help="prior: each labelled image's classification term times K * p(y), fitting q(y|a,x) to the class shares of p(y) rather than the labelled set's equal shares (all 1 under a uniform p(y)); equal: the paper's.")
-@click.option("--class-prior-lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.class_prior_lr, show_default=True, help="Adam's rate for a learned p(y).")
-@click.option("--weight-average-decay", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.weight_average_decay, show_default=True, help="Evaluate and save a moving average of the weights with this per-step decay (0: the raw weights).")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda[:N].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the label draw, the initialisation and the noise.")
-@click.option("--augment", type=click.Choice(BACKENDS), default="device", show_default=True, help="Random flips and affine transforms, per image.")
-@click.option("--augment-probability", type=click.FloatRange(0, 1), default=TrainConfig.augment_probability, show_default=True, help="The chance that a training image is transformed (else used as stored).")
-@click.option("--augment-flip/--no-augment-flip", default=TrainConfig.augment_flip, show_default=True, help="Mirror images left-right as part of the transform (off for images a mirror changes, such as text or digits).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Take the settings from this file, the options given over them: a run's config.json, or a TOML or JSON "
+                   "file of TrainConfig settings (every one, the config-only ones too; see TrainConfig).")  # fmt: skip
+@setting_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/TASK-METHOD-Nlabels-seedS).")
-@click.option("--tensorboard", is_flag=True, help='Also write each epoch\'s metrics as TensorBoard scalars under RUN/tensorboard (pip install "pyro-adgm[tensorboard]").')
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped (other options but --epochs are taken from it).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, help="Continue this run directory where it stopped, with its settings (--epochs may extend it).")
 @one_line_errors
-def train(task, labels_per_class, data, demo_images, demo_size, method, epochs, batch_size, image_size, warmup_epochs,
-          unlabelled_warmup_epochs, unlabelled_weight, beta, labelled_weighting, lr, lr_schedule, likelihood, class_prior, label_weights,
-          class_prior_lr, weight_average_decay, device, seed, augment, augment_probability, augment_flip, out_dir, tensorboard, resume_dir):  # fmt: skip
+def train(config_file, out_dir, resume_dir, **settings):
     """Train an ADGM (or the supervised baseline) and write a run directory.
 
     \b
     Examples:
       pyro-adgm train --task 2class --labels 50 --epochs 4            # demo data, about a minute on a CPU
       pyro-adgm train --task 3class --labels 4000 --data data/rsna225 --device cuda
-      pyro-adgm train --resume runs/2class-adgm-50labels-seed0
+      pyro-adgm train --config runs/rsna-3class/config.json --seed 1 --out runs/rsna-3class-seed1
+      pyro-adgm train --resume runs/2class-adgm-50labels-seed0 --epochs 150
     """
+    context = click.get_current_context()
+    given = {name: value for name, value in settings.items() if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
     if resume_dir is not None:
-        report, run_dir = runs.resume(resume_dir, epochs=epochs)
+        if config_file is not None or out_dir is not None or set(given) - {"epochs"}:
+            raise InputError("--resume: a run continues with the settings it was started with; only --epochs may be given with it")
+        report, run_dir = runs.resume(resume_dir, epochs=given.get("epochs"))
     else:
-        config = TrainConfig(task=task, labels_per_class=labels_per_class, epochs=epochs, batch_size=batch_size,
-                             warmup_epochs=warmup_epochs, unlabelled_warmup_epochs=unlabelled_warmup_epochs,
-                             unlabelled_weight=unlabelled_weight, beta=beta, lr=lr, lr_schedule=lr_schedule, device=device, seed=seed, augment=augment,
-                             augment_probability=augment_probability, augment_flip=augment_flip,
-                             method=method, labelled_weighting=labelled_weighting,
-                             weight_average_decay=weight_average_decay or None, class_prior_lr=class_prior_lr,
-                             tensorboard=tensorboard)  # fmt: skip
-        demo = {"n_images": demo_images, "image_size": demo_size, "seed": DEMO_DEFAULTS["seed"]}
-        report, run_dir = runs.train(config, data=data, demo=demo, image_size=image_size, run_dir=out_dir,
-                                     model_options=runs.model_options_for(method, class_prior, label_weights, likelihood))  # fmt: skip
+        report, run_dir = runs.train(config_of(config_file, given), run_dir=out_dir)
     click.echo(format_report(report))
     click.echo(f"run directory: {run_dir}")
 

@@ -60,6 +60,15 @@ def plot_curves(rows: Sequence[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+def plot_run(run_dir: Path, report: dict, rows: Sequence[dict], class_names: Sequence[str]) -> None:
+    """A finished run's figures: ``confusion.png`` of its validation ``report`` and ``curves.png`` of its
+    ``metrics.csv`` ``rows``."""
+    run_dir = Path(run_dir)
+    plot_confusion(report["confusion_matrix"], class_names, run_dir / "confusion.png",
+                   title=f"validation, epoch {report['best_epoch']}: accuracy {report['accuracy']:.3f}")  # fmt: skip
+    plot_curves(rows, run_dir / "curves.png")
+
+
 def save_image_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> None:
     """images: (N, C, S, S) float in [0, 1] -> one PNG grid."""
     from PIL import Image

@@ -6,9 +6,9 @@ only parses options and prints what they return.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +17,24 @@ import torch
 import torch.nn.functional as F
 
 from data_tools.dataset import PreparedDataset, labelled_subset
-from data_tools.demo import DEMO_IMAGE_SIZE, DEMO_N_IMAGES, make_demo_dataset
+from data_tools.demo import make_demo_dataset
 from data_tools.errors import InputError
 from pyro_adgm.checkpoint import atomic_write_json, load_checkpoint
+from pyro_adgm.config import (  # noqa: F401  (DEFAULT_LIKELIHOOD, TRAINABLE_LIKELIHOODS, parse_known_prior: their old home)
+    DEFAULT_LIKELIHOOD,
+    DEMO_DEFAULTS,
+    TRAINABLE_LIKELIHOODS,
+    model_options_for,
+    parse_known_prior,
+    resolve_known_prior,
+)
 from pyro_adgm.evaluation import classification_report, predict_proba
-from pyro_adgm.model import ADGM, CLASS_PRIORS, LABEL_WEIGHTS
+from pyro_adgm.model import ADGM
 from pyro_adgm.plots import plot_confusion, save_image_grid
 from pyro_adgm.training import TrainConfig, Trainer, TrainingData, resolve_device
 
 logger = logging.getLogger(__name__)
 
-DEMO_DEFAULTS = {"n_images": DEMO_N_IMAGES, "image_size": DEMO_IMAGE_SIZE, "seed": 0}
 
 
 # data
@@ -85,104 +92,63 @@ def build_training_data(dataset: PreparedDataset, task: str, labels_per_class: i
 # training
 
 
-def parse_known_prior(text: str) -> dict[str, float] | None:
-    """A known p(y) written as ``NAME=P,NAME=P`` (``normal=0.26,abnormal=0.74``) -> {name: p}; None when ``text``
-    is not of that form (``"uniform"``, ``"learned"``). Checked against the task's classes by
-    :func:`resolve_known_prior`."""
-    if "=" not in text:
-        return None
-    shares: dict[str, float] = {}
-    for part in text.split(","):
-        name, _, value = part.partition("=")
-        name = name.strip()
-        not_a_pair = InputError(f"class prior: expected NAME=PROBABILITY pairs such as normal=0.26,abnormal=0.74, got {part.strip()!r}")
-        if not name:
-            raise not_a_pair
-        if name in shares:
-            raise InputError(f"class prior: {name!r} given twice")
-        try:
-            shares[name] = float(value)
-        except ValueError:
-            raise not_a_pair from None
-        if not 0.0 < shares[name] < 1.0:
-            raise InputError(f"class prior: the share of {name!r} must lie strictly between 0 and 1, got {value.strip()}")
-    return shares
-
-
-def resolve_known_prior(shares: dict[str, float], class_names: Sequence[str]) -> list[float]:
-    """{name: p} -> p(y) in the order of ``class_names``: every class named once, the shares summing to 1."""
-    unknown, missing = sorted(set(shares) - set(class_names)), [name for name in class_names if name not in shares]
-    if unknown or missing:
-        raise InputError(f"class prior: expected a share for each of {', '.join(class_names)}"
-                         + (f"; unknown: {', '.join(unknown)}" if unknown else "") + (f"; missing: {', '.join(missing)}" if missing else ""))  # fmt: skip
-    total = sum(shares.values())
-    if abs(total - 1.0) > 1e-3:
-        raise InputError(f"class prior: the shares must sum to 1, they sum to {total:g}")
-    return [shares[name] / total for name in class_names]
-
-
-#: the likelihoods p(x|z,y) a run from grey-level images can be given (a Bernoulli needs binarised images)
-TRAINABLE_LIKELIHOODS = ("discretized-logistic", "gaussian", "bernoulli-grey")
-DEFAULT_LIKELIHOOD = "gaussian"  # the ablation of the root fixes kept it (BENCHMARKS.md)
-
-
-def model_options_for(method: str, class_prior: str | None = None, label_weights: str = "equal",
-                      likelihood: str = DEFAULT_LIKELIHOOD) -> dict:  # fmt: skip
-    """The :class:`ADGM` keyword arguments that set p(y), the weights of the labelled images and the
-    likelihood p(x|z,y).
-
-    class_prior: ``"uniform"`` (fixed), ``"learned"`` (from the unlabelled images), or known class shares
-    ``"NAME=P,NAME=P"`` (fixed at those, e.g. the prevalence where the images come from; returned as
-    ``"class_prior": {name: p}``, which :func:`prepare_trainer` orders by the task's classes). None: the paper's
-    fixed uniform p(y). A learned p(y) with prior-weighted labels can starve a class: the unlabelled term pulls
-    p(y) toward q's shares and the weights pull q toward p(y) (BENCHMARKS.md, "Ablation of the root fixes").
-    label_weights: ``"prior"`` multiplies each labelled image's classification term by K * p(y) (every weight
-    is 1 under a uniform p(y)); ``"equal"`` leaves it as in the paper.
-    likelihood: ``"discretized-logistic"`` (8-bit levels), ``"gaussian"`` (the paper's density) or
-    ``"bernoulli-grey"`` (the cross-entropy of grey levels in [0, 1]); ``"bernoulli"`` needs binary images, which
-    the command line does not make, so it is for Python use. The default alone for the supervised baseline.
-    """
-    if class_prior is None:
-        class_prior = "uniform"
-    if likelihood not in TRAINABLE_LIKELIHOODS:
-        raise InputError(f"likelihood: expected one of {', '.join(TRAINABLE_LIKELIHOODS)}, got {likelihood!r}")
-    if method == "supervised" and likelihood != DEFAULT_LIKELIHOOD:
-        raise InputError(f"likelihood {likelihood!r}: the supervised baseline trains q(a|x) and q(y|a,x) only, it has no p(x|z,y)")
-    known = parse_known_prior(class_prior)
-    if known is None and class_prior not in CLASS_PRIORS:
-        raise InputError(f"class prior: expected one of {', '.join(CLASS_PRIORS)} or NAME=P,NAME=P shares, got {class_prior!r}")
-    if label_weights not in LABEL_WEIGHTS:
-        raise InputError(f"label weights: expected one of {', '.join(LABEL_WEIGHTS)}, got {label_weights!r}")
-    options = {"learn_class_prior": class_prior == "learned", "prior_weighted_labels": label_weights == "prior",
-               "likelihood": likelihood}
-    return {**options, "class_prior": known} if known is not None else options
-
-
 def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.task}-{config.method}-{config.labels_per_class}labels-seed{config.seed}"
+
+
+def with_model_options(config: TrainConfig, options: dict, class_names: Sequence[str]) -> TrainConfig:
+    """``config`` with ADGM keyword arguments (as :func:`model_options_for` gives them, or network sizes) moved
+    into its settings, so that its ``config.json`` says what was built."""
+    options = dict(options)
+    changes = {key: options.pop(key) for key in ("dropout", "likelihood", "decoder_norm") if key in options}
+    if "learn_class_prior" in options or "class_prior" in options:
+        learned, shares = options.pop("learn_class_prior", False), options.pop("class_prior", None)
+        if learned and shares is not None:
+            raise InputError("model options: a learned p(y) starts uniform when a run builds the model; pass model=ADGM(...) to start it elsewhere")
+        if shares is not None and not isinstance(shares, dict):
+            shares = dict(zip(class_names, shares))
+        changes["class_prior"] = "learned" if learned else "uniform" if shares is None else ",".join(f"{k}={v!r}" for k, v in shares.items())
+    if "prior_weighted_labels" in options:
+        changes["label_weights"] = "prior" if options.pop("prior_weighted_labels") else "equal"
+    if options:
+        changes["architecture"] = {**config.architecture, **options}
+    return replace(config, **changes) if changes else config
+
+
+def build_model(config: TrainConfig, class_names: Sequence[str], image_size: int) -> ADGM:
+    """The ADGM that ``config``'s model settings describe, for the task's classes and image size."""
+    options = {**config.architecture, "dropout": config.dropout, "decoder_norm": config.decoder_norm,
+               **model_options_for(config.method, config.class_prior, config.label_weights, config.likelihood)}  # fmt: skip
+    if isinstance(options.get("class_prior"), dict):
+        options["class_prior"] = resolve_known_prior(options["class_prior"], class_names)
+    try:
+        return ADGM(num_classes=len(class_names), image_size=image_size, **options)
+    except (ValueError, TypeError) as error:
+        raise InputError(f"model: {error}") from None
 
 
 def prepare_trainer(config: TrainConfig, *, data: str | Path | None = None, demo: dict | None = None,
                     image_size: int | None = None, run_dir: str | Path | None = None,
                     model_options: dict | None = None, model: ADGM | None = None) -> Trainer:  # fmt: skip
-    """Build data, model and trainer for a new run (seeded: the same config gives the same run)."""
+    """Build data, model and trainer for a run (seeded: the same config gives the same run).
+
+    ``data``, ``demo`` and ``image_size`` replace the config's settings of those names; ``model_options``:
+    further :class:`ADGM` keyword arguments, taken into the config's settings (:func:`with_model_options`);
+    ``model``: a model built already (its architecture is not checked against the config's)."""
+    given = {"data": None if data is None else str(Path(data).resolve()), "demo": demo, "image_size": image_size}
+    config = replace(config, **{k: v for k, v in given.items() if v is not None})
     resolve_device(config.device)  # a bad device fails before any data is read
     pyro.set_rng_seed(config.seed)
-    dataset = open_dataset(data, demo)
-    size = image_size or dataset.image_size
-    description = {"data": str(Path(data).resolve()) if data is not None else None,
-                   "demo": {**DEMO_DEFAULTS, **(demo or {})} if data is None else None, "image_size": size,
+    dataset = open_dataset(config.data, config.demo)
+    size = config.image_size or dataset.image_size
+    description = {"data": str(Path(config.data).resolve()) if config.data is not None else None,
+                   "demo": config.demo if config.data is None else None, "image_size": size,
                    "preprocessing": dataset.meta.get("preprocessing")}  # fmt: skip
     training_data = build_training_data(dataset, config.task, config.labels_per_class, seed=config.seed,
                                         image_size=size, description=description)  # fmt: skip
     if model is None:
-        options = dict(model_options or {})
-        if isinstance(options.get("class_prior"), dict):
-            options["class_prior"] = resolve_known_prior(options["class_prior"], training_data.class_names)
-        try:
-            model = ADGM(num_classes=len(training_data.class_names), image_size=size, **options)
-        except ValueError as error:
-            raise InputError(f"model: {error}") from None
+        config = with_model_options(config, model_options or {}, training_data.class_names)
+        model = build_model(config, training_data.class_names, size)
     elif model.num_classes != len(training_data.class_names) or model.image_size != size:
         raise InputError(f"model: built for {model.num_classes} classes at {model.image_size}px, data has "
                          f"{len(training_data.class_names)} classes at {size}px")  # fmt: skip
@@ -192,11 +158,8 @@ def prepare_trainer(config: TrainConfig, *, data: str | Path | None = None, demo
 def train(config: TrainConfig, **kwargs) -> tuple[dict, Path]:
     """Train a new run; returns the validation report of the best checkpoint and the run directory.
 
-    Keyword arguments as :func:`prepare_trainer`; ``model_options`` go over the command line's p(y) settings
-    for ``config.method`` (:func:`model_options_for`), so that ``train(config)`` builds the model that
-    ``pyro-adgm train`` builds. A run directory that already holds a run is refused.
+    Keyword arguments as :func:`prepare_trainer`. A run directory that already holds a run is refused.
     """
-    kwargs["model_options"] = {**model_options_for(config.method), **(kwargs.get("model_options") or {})}
     run_dir = Path(kwargs.pop("run_dir", None) or default_run_dir(config))
     if (run_dir / "last.pt").exists():  # checked before any data is read
         raise InputError(f"{run_dir}: already holds a run; resume it or choose another run directory")
@@ -211,24 +174,18 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, max_seconds: float
 
     ``model``: the same architecture built again, needed when the run's model has custom networks."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
+    if not (run_dir / "config.json").is_file():
         raise InputError(f"{run_dir}: no config.json; expected a run directory written by `pyro-adgm train`")
     if not (run_dir / "last.pt").is_file():
         raise InputError(f"{run_dir}: no last.pt yet; the run finished no epoch, start it again instead")
-    saved = json.loads(config_path.read_text())
+    state = load_checkpoint(run_dir / "last.pt", resume=True)
     # last.pt, not config.json, holds the epochs of the latest resume with a new number of epochs
-    config = TrainConfig.from_dict(load_checkpoint(run_dir / "last.pt")["train_config"])
-    if epochs is not None:
-        config.epochs = epochs
-    if max_seconds is not None:
-        config.max_seconds = max_seconds
-    model_config = {k: v for k, v in saved["model"].items() if k not in ("num_classes", "image_size", "custom_networks")}
-    if saved["model"].get("custom_networks") and model is None:
+    config = TrainConfig.from_dict(state["train_config"], source=str(run_dir / "last.pt"))
+    config = replace(config, **{k: v for k, v in (("epochs", epochs), ("max_seconds", max_seconds)) if v is not None})
+    saved = dict(state["model_config"])
+    if saved.pop("custom_networks", None) and model is None:
         raise InputError(f"{run_dir}: the model has custom networks; resume it from Python with resume(run_dir, model=...)")
-    data = saved["data"]
-    trainer = prepare_trainer(config, data=data["data"], demo=data["demo"], image_size=data["image_size"],
-                              run_dir=run_dir, model_options=model_config, model=model)  # fmt: skip
+    trainer = prepare_trainer(config, run_dir=run_dir, model=model if model is not None else ADGM.from_config(saved))
     return trainer.fit(resume=True), run_dir
 
 

@@ -38,8 +38,8 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
         with open(Path(row["run_dir"]) / "metrics.csv", newline="") as handle:
             assert row["final_val_accuracy"] == float(list(csv.DictReader(handle))[-1]["val_accuracy"])
     # the ADGM runs there have a Gaussian p(x|z,y): not reported as runs of another likelihood
-    with pytest.raises(InputError, match="holds a run with model likelihood = gaussian, not the bernoulli-grey asked for"):
-        load("label_sweep").main(["--quick", "--methods", "adgm", "--likelihood", "bernoulli-grey", "--out", str(tmp_path)])
+    with pytest.raises(InputError, match="holds a run with model likelihood = gaussian, not the discretized-logistic asked for"):
+        load("label_sweep").main(["--quick", "--methods", "adgm", "--likelihood", "discretized-logistic", "--out", str(tmp_path)])
     # nor the uniform-p(y) runs as runs with a known or a learned p(y)
     with pytest.raises(InputError, match=r"holds a run with model class_prior = uniform, not the \[0.3, 0.7\] asked for"):
         load("label_sweep").main(["--quick", "--methods", "adgm", "--class-prior", "normal=0.3,abnormal=0.7", "--out", str(tmp_path)])
@@ -56,7 +56,7 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
     for weight in ("0", "inf"):
         with pytest.raises(SystemExit):
             load("label_sweep").main(["--quick", "--unlabelled-weight", weight, "--out", str(tmp_path / "other")])
-    for setting in (["--likelihood", "bernoulli-grey"],):  # the baseline has no generative model
+    for setting in (["--likelihood", "discretized-logistic"], ["--likelihood", "bernoulli-grey"]):  # none for the baseline; retired
         with pytest.raises(SystemExit):
             load("label_sweep").main(["--quick", *setting, "--out", str(tmp_path / "other")])
 
@@ -78,7 +78,8 @@ def test_gpu_throughput_quick_times_steps_and_epochs(tmp_path):
 
 def test_stability_quick_runs_and_summarises_each_setting(tmp_path):
     rows = load("stability").main(["--quick", "--out", str(tmp_path)])
-    assert sorted(r["run"] for r in rows) == ["l3-balanced-avg", "l3-bound-raw"]
+    assert sorted(r["run"] for r in rows) == ["l3-bound-avg", "l3-bound-raw"]
+    assert json.loads((tmp_path / "l3-bound-raw" / "config.json").read_text())["train"]["weight_average_decay"] is None  # its file's
     for row in rows:
         curve = row["curve"]
         assert row["epochs"] == len(curve) == 2 and row["final"] == curve[-1] and row["best"] == max(curve)

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,10 +11,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import app
-from pyro_adgm.likelihoods import GreyBernoulliLikelihood
+from pyro_adgm.likelihoods import DiscretizedLogisticLikelihood
 from pyro_adgm.runs import load_model
 
-FAST = ["--epochs", "1", "--batch-size", "16", "--device", "cpu", "--demo-images", "120", "--demo-size", "28"]
+#: one epoch on 120 demo phantoms at 28x28 (the file's settings)
+FAST_CONFIG = Path(__file__).with_name("fast_cli.toml")
+FAST = ["--config", str(FAST_CONFIG)]
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +107,17 @@ def test_adgm_defaults_to_the_paper_s_uniform_prior_and_per_sample_decoder_norm(
     assert 0 < float(row["unlabelled_bits_per_dim"]) < 12
 
 
-def test_grey_bernoulli_likelihood_trains_and_samples(tmp_path):
-    out = tmp_path / "grey"
-    result = invoke("train", "--task", "2class", "--labels", "5", "--no-augment-flip",
-                    "--likelihood", "bernoulli-grey", "--out", out, *FAST)  # fmt: skip
+def test_config_only_settings_come_from_a_hand_written_file(tmp_path):
+    settings = tmp_path / "settings.toml"
+    settings.write_text(FAST_CONFIG.read_text() + 'augment_flip = false\nlikelihood = "discretized-logistic"\n')
+    out = tmp_path / "logistic"
+    result = invoke("train", "--config", settings, "--task", "2class", "--labels", "5", "--out", out)
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
-    assert config["train"]["augment_flip"] is False
-    assert config["model"]["likelihood"] == "bernoulli-grey"
+    assert config["train"]["augment_flip"] is False and config["train"]["likelihood"] == "discretized-logistic"
+    assert config["model"]["likelihood"] == "discretized-logistic"
     model, _ = load_model(out / "best.pt", "cpu")  # the checkpoint rebuilds the likelihood it was trained with
-    assert isinstance(model.likelihood, GreyBernoulliLikelihood)
+    assert isinstance(model.likelihood, DiscretizedLogisticLikelihood)
     result = invoke("sample", "--checkpoint", out / "best.pt", "--class", "abnormal", "--n", 4, "--out", tmp_path / "s.png")
     assert result.exit_code == 0, result.output
     assert np.asarray(Image.open(tmp_path / "s.png")).shape == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)
@@ -131,25 +135,44 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["sample", "--checkpoint", "missing.pt", "--class", "normal"], ["missing.pt: checkpoint not found"]),
         (["train", "--data", "no/such/folder"], ["no/such/folder", "not a prepared dataset folder"]),
         (["train", "--task", "5class", *FAST], ["task '5class'", "2class, 3class"]),
-        (["train", "--labels", "0"], ["--labels"]),
+        (["train", "--labels", "0"], ["--labels: expected a value at least 1, got 0"]),
         (["train", "--resume", "no/such/run"], ["no/such/run", "config.json"]),
         (["train", "--augment", "fancy"], ["--augment"]),
         (["train", *FAST, "--device", "cuda:7"], ["CUDA is not available"]),
         (["train", *FAST, "--device", "gpu"], ["device 'gpu'", "auto, cpu, cuda"]),
-        (["train", *FAST, "--image-size", "300"], ["--image-size"]),
-        (["train", *FAST, "--labels", "5", "--method", "supervised", "--class-prior", "learned"], ["supervised", "learned p(y)"]),
-        (["train", *FAST, "--label-weights", "heavy"], ["--label-weights"]),
-        (["train", *FAST, "--variant", "sdgm"], ["--variant"]),
-        (["train", *FAST, "--likelihood", "bernoulli"], ["--likelihood"]),
-        (["train", *FAST, "--unlabelled-weight", "0"], ["--unlabelled-weight"]),
-        (["train", *FAST, "--labels", "5", "--method", "supervised", "--likelihood", "bernoulli-grey"], ["likelihood 'bernoulli-grey'", "supervised"]),
-        (["train", *FAST, "--labels", "5", "--class-prior", "normal=0.5,opacity=0.5"], ["class prior", "unknown: opacity"]),
-        (["train", *FAST, "--labels", "5", "--class-prior", "flat"], ["class prior", "got 'flat'"]),
+        (["train", *FAST, "--image-size", "300"], ["--image-size: expected a value at most 256, got 300"]),
+        (["train", *FAST, "--dropout", "1"], ["--dropout: expected a value below 1, got 1.0"]),
+        (["train", *FAST, "--variant", "sdgm"], ["--variant"]),  # retired, as --lr-schedule and --labelled-weighting
+        (["train", *FAST, "--lr-schedule", "cosine"], ["--lr-schedule"]),
+        (["train", "--config", "missing.toml"], ["missing.toml: config file not found"]),
+        (["train", "--resume", "runs/x", "--seed", "1"], ["--resume", "only --epochs"]),
     ],
 )
 def test_bad_options_end_with_one_line(args, fragments, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert_one_line_error(invoke(*args), *fragments)
+
+
+@pytest.mark.parametrize(
+    "args, fragments, settings",
+    [
+        (["train", "--config", "c.toml", "--method", "supervised"], ["supervised", "learned p(y)"], 'class_prior = "learned"'),
+        (["train", "--config", "c.toml"], ["c.toml: label_weights: expected one of prior, equal, got 'heavy'"], 'label_weights = "heavy"'),
+        (["train", "--config", "c.toml"], ["c.toml: likelihood: expected one of gaussian, discretized-logistic, got 'bernoulli-grey'"], 'likelihood = "bernoulli-grey"'),
+        (["train", "--config", "c.toml"], ["c.toml: unlabelled_weight: expected a value above 0, got 0.0"], "unlabelled_weight = 0"),
+        (["train", "--config", "c.toml", "--method", "supervised"], ["likelihood 'discretized-logistic'", "supervised"], 'likelihood = "discretized-logistic"'),
+        (["train", "--config", "c.toml", "--labels", "5"], ["class prior", "unknown: opacity"], 'class_prior = "normal=0.5,opacity=0.5"'),
+        (["train", "--config", "c.toml"], ["class prior", "got 'flat'"], 'class_prior = "flat"'),
+        (["train", "--config", "c.toml"], ["c.toml: unknown setting 'learning_rate'"], "learning_rate = 0.1"),
+        (["train", "--config", "c.toml"], ["c.toml: setting 'lr_schedule' was retired"], 'lr_schedule = "cosine"'),
+        (["train", "--config", "c.toml"], ["c.toml: not a TOML file"], "epochs = = 3"),
+        (["train", "--config", "c.toml"], ["c.toml: architecture: unknown key 'depth'"], "architecture = {depth = 3}"),
+    ],
+)
+def test_bad_settings_in_a_config_file_end_with_one_line_naming_it(args, fragments, settings, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text(FAST_CONFIG.read_text() + settings + "\n")
     assert_one_line_error(invoke(*args), *fragments)
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from data_helpers import phantom, stored_values, write_dicom, write_jpeg_rgb, wr
 
 from cli.main import app
 
-FAST = ["--epochs", "1", "--batch-size", "16", "--device", "cpu", "--demo-images", "60", "--demo-size", "28"]
+FAST = ["--config", str(Path(__file__).with_name("fast_cli.toml"))]  # one epoch on 120 demo phantoms at 28x28
 CLASSES = ("normal", "abnormal")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,8 +100,8 @@ def test_missing_checkpoint(command, tmp_path):
 def test_resume_from_a_run_whose_last_checkpoint_is_corrupt(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    CliRunner().invoke(app, ["train", "--task", "2class", "--labels", "5", "--epochs", "1", "--batch-size", "16",
-                             "--device", "cpu", "--demo-images", "60", "--demo-size", "16", "--out", str(run)])  # fmt: skip
+    CliRunner().invoke(app, ["train", "--task", "2class", "--labels", "5", "--config", str(Path(__file__).with_name("fast_cli.toml")),
+                             "--out", str(run)])  # fmt: skip
     (run / "last.pt").write_bytes(b"truncated")
     assert_one_error_line(["train", "--resume", run, "--epochs", "2"], "last.pt", "not a readable pyro-adgm checkpoint")
 

@@ -37,8 +37,8 @@ def test_the_same_settings_are_reused():
 @pytest.mark.parametrize(
     "saved, options, message",
     [
-        (LEARNED, {**model_options_for("adgm", "learned", "prior", likelihood="bernoulli-grey"), "decoder_norm": "batch"},
-         "likelihood = gaussian, not the bernoulli-grey"),
+        (LEARNED, {**model_options_for("adgm", "learned", "prior", likelihood="discretized-logistic"), "decoder_norm": "batch"},
+         "likelihood = gaussian, not the discretized-logistic"),
         (current(likelihood="bernoulli-grey"), model_options_for("adgm"), "likelihood = bernoulli-grey, not the gaussian"),
         (LEARNED, {**model_options_for("adgm", "learned", "prior", likelihood="gaussian")}, "decoder_norm = batch, not the group"),
         (current(learn_class_prior=True, prior_weighted_labels=True), model_options_for("adgm", "normal=0.25,abnormal=0.75"),
