@@ -1,5 +1,6 @@
 """Every script in examples/ runs end to end in its quick mode (a few steps), in a temporary folder."""
 
+import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from data_tools.errors import InputError
 from pyro_adgm.label_curve import format_summary, plot_label_curve, summarise
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -152,3 +154,48 @@ def test_mnist_balanced_weighting_is_the_unlabelled_weight_n_l_over_n_u():
     with pytest.raises(SystemExit):
         example.parse_args(["--unlabelled-weight", "heavy"])
 
+
+def test_custom_objective_quick_trains_the_adgm_and_its_consistency_variant_through_the_same_loop(tmp_path):
+    from pyro_adgm.objectives import OBJECTIVES
+
+    example = load_example("custom_objective")
+    out = tmp_path / "consistency"
+    summary = example.main(["--quick", "--targets", "soft", "--consistency-weight", "2", "--out", str(out)])
+    assert [(s["method"], s["labels_per_class"]) for s in summary] == [("adgm", 3), ("adgm-consistency", 3)]
+    assert OBJECTIVES["adgm-consistency"].func is example.ConsistencyObjective  # registered, the loop untouched
+    with open(out / "adgm-consistency-3labels-seed0" / "metrics.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert float(row["consistency_loss"]) > 0 and row["unlabelled_bound"] != "nan"
+    with open(out / "adgm-3labels-seed0" / "metrics.csv", newline="") as handle:
+        assert "consistency_loss" not in next(csv.DictReader(handle))
+    for name in ("consistency.csv", "consistency_summary.csv"):
+        assert (out / name).is_file(), name
+    # the same folder with other settings of the term is refused, not reported as them
+    with pytest.raises(InputError, match="consistency.json: the runs in .* had the consistency settings"):
+        example.main(["--quick", "--targets", "hard", "--out", str(out)])
+
+
+def test_consistency_term_is_the_cross_entropy_against_the_weak_view_s_fixed_prediction():
+    from pyro_adgm import ADGM, TrainConfig
+    from pyro_adgm.objectives import DataSizes
+
+    example = load_example("custom_objective")
+    model = ADGM(num_classes=2, image_size=28, a_dim=4, z_dim=4, channels=(8, 16), hidden=(16,)).eval()
+    objective = example.ConsistencyObjective(model, TrainConfig(), DataSizes(10, 90), targets="soft")
+    x = torch.rand(5, 1, 28, 28)
+    torch.manual_seed(0)
+    soft = objective.consistency(x, x)
+    with torch.no_grad():
+        weak = model.classifier(x, a=model.aux_encoder(x)[0]).softmax(-1)
+    assert soft.shape == (5,) and (soft >= 0).all()
+    objective.targets, objective.threshold = "hard", 1.0  # no prediction is that confident: no target
+    assert objective.consistency(x, x).abs().sum() == 0
+    objective.threshold = 0.0  # every image gets its most probable class as the target
+    torch.manual_seed(0)
+    hard = objective.consistency(x, x)
+    torch.manual_seed(0)
+    a_loc, a_scale = model.aux_encoder(x)
+    log_q = model.classifier(x, a=a_loc + a_scale * torch.randn_like(a_loc)).log_softmax(-1)
+    torch.testing.assert_close(hard, -log_q.gather(1, weak.argmax(-1, keepdim=True)).squeeze(1))
+    strong = objective.strong_view(torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8))
+    assert strong.shape == (5, 1, 28, 28) and 0 <= strong.min() and strong.max() <= 1
