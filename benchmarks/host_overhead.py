@@ -18,7 +18,7 @@ with ``git archive``; the variants after it use this working tree):
 
 Every worker first takes 3 steps from the same seed and the same initial weights; their losses must agree with
 the baseline's to ``--tolerance`` (relative), or the run stops: the changes may only change the time. Then the
-workers take turns, ``--steps`` timed steps each per round for ``--rounds`` rounds (order A B C, C B A, ...), so
+workers take turns, a block of ``--steps`` timed steps each, ``--repeats`` times (order A B C, C B A, ...), so
 that all see the same machine load; the medians over all timed steps and their ratios are reported. With
 ``--profile`` each worker also reports a breakdown of its step (exclusive time in the step's parts, measured by
 wrapping them; the scalar reads of tensor values, which on CUDA each wait for the device; the number of ATen ops
@@ -302,13 +302,13 @@ def parse_args(argv):
     parser.add_argument("--widths", choices=list(WIDTHS), default="small")
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
+    parser.add_argument("--repeats", type=int, default=10, help="timed blocks per variant, interleaved")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per block")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per variant first")
     parser.add_argument("--tolerance", type=float, default=1e-6, help="relative difference allowed between the variants' fixed-seed losses")
     parser.add_argument("--profile", action="store_true", help="also break each variant's step down")
-    parser.add_argument("--profile-steps", type=int, default=2, help="profiled steps per variant and round")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 2 steps, no warm-up, the profile on 1 step")
+    parser.add_argument("--profile-steps", type=int, default=2, help="profiled steps per block (as many blocks as --repeats)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 block of 2 steps, no warm-up, the profile on 1 step")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--markdown", help="also write the tables here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -316,9 +316,9 @@ def parse_args(argv):
     parser.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.steps, args.warmup, args.profile_steps = 1, 2, 0, 1
-    if min(args.rounds, args.steps, args.profile_steps) < 1 or args.warmup < 0:
-        parser.error("--rounds, --steps and --profile-steps must be positive, --warmup >= 0")
+        args.repeats, args.steps, args.warmup, args.profile_steps = 1, 2, 0, 1
+    if min(args.repeats, args.steps, args.profile_steps) < 1 or args.warmup < 0:
+        parser.error("--repeats, --steps and --profile-steps must be positive, --warmup >= 0")
     return args
 
 
@@ -348,17 +348,17 @@ def main(argv=None) -> dict:
                                      f"by {v.loss_difference:.2e} (relative), more than --tolerance {args.tolerance:g}")  # fmt: skip
             for v in variants:
                 v.ask(f"steps {args.warmup}") if args.warmup else None
-            for round_ in range(args.rounds):
-                for v in variants if round_ % 2 == 0 else variants[::-1]:
+            for block in range(args.repeats):
+                for v in variants if block % 2 == 0 else variants[::-1]:
                     v.times += v.ask(f"steps {args.steps}")["times"]
             profiles = {}
             if args.profile:  # interleaved like the timings; the wrapped steps are not among those timed
                 sums = {v.name: {} for v in variants}
-                for round_ in range(args.rounds):
-                    for v in variants if round_ % 2 == 0 else variants[::-1]:
+                for block in range(args.repeats):
+                    for v in variants if block % 2 == 0 else variants[::-1]:
                         for part, seconds in v.ask(f"parts {args.profile_steps}")["parts"].items():
                             sums[v.name][part] = sums[v.name].get(part, 0.0) + seconds
-                steps = args.rounds * args.profile_steps
+                steps = args.repeats * args.profile_steps
                 for v in variants:
                     parts = {part: seconds / steps for part, seconds in sorted(sums[v.name].items(), key=lambda kv: -kv[1])}
                     profiles[v.name] = {"parts": parts, "profiled_steps": steps, **v.ask("counts")}
@@ -405,7 +405,7 @@ def markdown(results: dict) -> str:
     lines = [f"`{results['command']}`", "",
              f"torch {env['torch']}, Pyro {env['pyro']}, Python {env['python']}, {env['cpu_count']} CPU cores, 1 thread per "
              f"worker, load average at the end {', '.join(f'{x:.1f}' for x in env['load_average'] or [])}. Model: {widths}; "
-             f"batches of {s['batch_size']} labelled + {s['batch_size']} unlabelled images; {s['rounds']} rounds of "
+             f"batches of {s['batch_size']} labelled + {s['batch_size']} unlabelled images; {s['repeats']} blocks of "
              f"{s['steps']} steps per variant, interleaved, after {s['warmup']} warm-up steps.", "",
              "| variant | code | step | median (ms) | min (ms) | speed-up | fixed-seed losses (3 steps) | max rel. difference |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -418,7 +418,7 @@ def markdown(results: dict) -> str:
     if profiles:
         names = list(profiles)
         parts = list(dict.fromkeys(part for p in profiles.values() for part in p["parts"]))
-        lines += ["", f"Exclusive time per step in each part (ms; mean of {s['rounds']} x {s['profile_steps']} steps per "
+        lines += ["", f"Exclusive time per step in each part (ms; mean of {s['repeats']} x {s['profile_steps']} steps per "
                   "variant, interleaved like the timings; the parts are timed by wrapping them, which makes these steps a "
                   "little slower than the timed ones):", "", "| part | " + " | ".join(names) + " |",
                   "|---|" + "---|" * len(names)]  # fmt: skip
