@@ -179,10 +179,12 @@ def broadcast_module(module: nn.Module, world: World | None = None, src: int = 0
 
 
 def average_buffers(module: nn.Module, world: World | None = None) -> None:
-    """Average the floating-point buffers (batch-norm running means and variances) across ranks, in place; each rank
-    updates them from its own shard, so call this before evaluating or saving a checkpoint."""
+    """Average the batch-norm running means and variances across ranks, in place; each rank updates them from its
+    own shard, so call this before evaluating or saving a checkpoint. Other buffers (the fixed p(y)) are the same
+    on every rank and are left alone."""
     world = current_world() if world is None else world
-    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    buffers = [b for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+               for b in (m.running_mean, m.running_var) if b is not None]  # fmt: skip
     if not world.distributed or not buffers:
         return
     with torch.no_grad():

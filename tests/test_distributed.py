@@ -174,7 +174,9 @@ def training_worker(world, out):
     for step in range(2):
         x_l, y_l, x_u, _, _ = shard_batch(world, epoch=0, step=step)
         svi.step(x_l, y_l, x_u, labelled_size=N_L, unlabelled_size=N_U, **STEP)
+    before = {name: b.clone() for name, b in model.named_buffers()}
     distributed.average_buffers(model, world)
+    torch.save({"before": before, "after": dict(model.named_buffers())}, out / f"buffers{world.rank}.pt")
     if distributed.is_main_process():
         save_checkpoint(out / "last.pt", {"step": 2, "model_state": model.state_dict(), "optimizer_state": optim.get_state()})
     torch.save({name: p.detach().clone() for name, p in model.named_parameters()}, out / f"weights{world.rank}.pt")
@@ -185,6 +187,14 @@ def test_a_two_process_checkpoint_loads_evaluates_and_resumes_in_one_process(tmp
     weights = [torch.load(tmp_path / f"weights{r}.pt") for r in range(2)]
     for name in weights[0]:  # the ranks stayed identical: same averaged gradients, same steps
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=0, atol=0)
+    buffers = [torch.load(tmp_path / f"buffers{r}.pt") for r in range(2)]
+    for name, value in buffers[0]["after"].items():  # the running statistics: their mean over the ranks, on both
+        torch.testing.assert_close(buffers[1]["after"][name], value, rtol=0, atol=0)
+        if name.endswith(("running_mean", "running_var")):
+            assert not torch.equal(buffers[0]["before"][name], buffers[1]["before"][name])
+            torch.testing.assert_close(value, (buffers[0]["before"][name] + buffers[1]["before"][name]) / 2)
+        else:  # the batch counters and the fixed p(y) are left as they were
+            assert torch.equal(value, buffers[0]["before"][name])
     state = load_checkpoint(tmp_path / "last.pt")
     x_l, y_l, x_u = data()
     finals = {}
