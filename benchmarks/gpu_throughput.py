@@ -152,7 +152,7 @@ class Steps:
             with step_context(precision, self.device, validate=not host):
                 if host:
                     arguments = objective.program_arguments(*objective.weights(progress))
-                    return self.host_svi.step(batch.x_labelled, batch.y_labelled, batch.x_unlabelled, **arguments)
+                    return self.host_svi.step(batch.x_labelled, batch.y_labelled, batch.x_unlabelled, **arguments) / objective.images
                 return self.plain_step(batch, progress)
 
         return step

@@ -3,7 +3,7 @@
 At 16x16 with small networks (the tests' sizes: ``--widths small``) the arithmetic of a step is negligible, so
 its time on a CPU is what a GPU would wait for while the host runs Python, Pyro's tracing and enumeration and
 PyTorch's dispatch of every op; ``--widths default`` times the product's default widths at the same size, where
-the CPU's arithmetic is no longer negligible. One step is what ``Trainer._step`` runs for the ADGM: ``SVI.step``
+the CPU's arithmetic is no longer negligible. One step is what the ADGM objective's ``step`` runs: ``SVI.step``
 over a labelled and an unlabelled batch of ``--batch-size`` images each (TraceEnum_ELBO with y summed out for
 the unlabelled one), with Pyro's AdamW and the trainer's per-parameter settings.
 
@@ -11,7 +11,7 @@ Each variant runs in its own worker process, built from a source tree (``--basel
 with ``git archive``; the variants after it use this working tree):
 
 - ``before``: the baseline revision's code, the plain step;
-- ``after: model``: this tree's model code, the plain step (what ``Trainer._step`` runs as it is);
+- ``after: model``: this tree's model code, the plain step (what ``ADGMObjective.step`` runs as it is);
 - ``after: model + step``: this tree, the step as the loop should run it: ``DataParallelOptim`` around the
   optimiser (one multi-tensor AdamW per settings instead of one per parameter) and
   ``step_context(validate=False)`` (no distribution checks, each of which reads a value back from the device).
