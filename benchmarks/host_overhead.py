@@ -11,10 +11,11 @@ Each variant runs in its own worker process, built from a source tree (``--basel
 with ``git archive``; the variants after it use this working tree):
 
 - ``before``: the baseline revision's code, the plain step;
-- ``after: model``: this tree's model code, the plain step (what ``ADGMObjective.step`` runs as it is);
-- ``after: model + step``: this tree, the step as the loop should run it: ``DataParallelOptim`` around the
-  optimiser (one multi-tensor AdamW per settings instead of one per parameter) and
-  ``step_context(validate=False)`` (no distribution checks, each of which reads a value back from the device).
+- ``after: model``: this tree's model code, the plain step (Pyro's AdamW, one torch optimiser per parameter, and
+  the distribution checks on);
+- ``after: model + step``: this tree, the step as ``ADGMObjective.step`` runs it after a run's first step:
+  ``DataParallelOptim`` around the optimiser (one multi-tensor AdamW per settings instead of one per parameter)
+  and ``step_context(validate=False)`` (no distribution checks, each of which reads a value back from the device).
 
 Every worker first takes 3 steps from the same seed and the same initial weights; their losses must agree with
 the baseline's to ``--tolerance`` (relative), or the run stops: the changes may only change the time. Then the

@@ -12,6 +12,7 @@ import functools
 import click
 
 from data_tools.errors import InputError
+from pyro_adgm.distributed import PeerFailure
 from pyro_adgm.training import TrainingDiverged
 
 
@@ -21,13 +22,14 @@ def one_line(message: str) -> str:
 
 
 def one_line_errors(command):
-    """Decorate a Click callback so that bad input or a diverged run ends it with a one-line message."""
+    """Decorate a Click callback so that bad input, a diverged run or a failed process of a torchrun run ends it
+    with a one-line message."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (InputError, TrainingDiverged) as error:
+        except (InputError, TrainingDiverged, PeerFailure) as error:
             raise click.ClickException(one_line(str(error))) from None
         except OSError as error:
             # a file that exists but cannot be read or written (permissions, a folder where a file was expected)

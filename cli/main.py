@@ -14,7 +14,7 @@ from click.core import ParameterSource
 from cli.errors import one_line_errors
 from cli.prepare import prepare
 from data_tools.errors import InputError
-from pyro_adgm import runs
+from pyro_adgm import distributed, runs
 from pyro_adgm.config import TrainConfig, default_of, field_types, load_config, setting_help
 
 
@@ -27,7 +27,9 @@ def app(verbose):
     Example:
       pyro-adgm train --task 2class --labels 50 --epochs 4
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+    # under torchrun only rank 0 tells how the run goes; the others log warnings and errors
+    level = logging.DEBUG if verbose else logging.INFO if distributed.environment_rank() == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s")
 
 
 app.add_command(prepare)
@@ -81,23 +83,29 @@ def config_of(config_file: str | None, given: dict) -> TrainConfig:
 def train(config_file, out_dir, resume_dir, **settings):
     """Train an ADGM (or the supervised baseline) and write a run directory.
 
+    Under torchrun (torchrun --nproc-per-node N $(which pyro-adgm) train ...) each of the N processes trains on
+    its shard of every step's N x --batch-size images and rank 0 writes the run directory.
+
     \b
     Examples:
       pyro-adgm train --task 2class --labels 50 --epochs 4            # demo data, about a minute on a CPU
       pyro-adgm train --task 3class --labels 4000 --data data/rsna225 --device cuda
+      torchrun --nproc-per-node 4 $(which pyro-adgm) train --task 3class --labels 4000 --data data/rsna225 --device cuda
       pyro-adgm train --config runs/rsna-3class/config.json --seed 1 --out runs/rsna-3class-seed1
       pyro-adgm train --resume runs/2class-adgm-50labels-seed0 --epochs 150
     """
     context = click.get_current_context()
     given = {name: value for name, value in settings.items() if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
-    if resume_dir is not None:
-        if config_file is not None or out_dir is not None or set(given) - {"epochs"}:
-            raise InputError("--resume: a run continues with the settings it was started with; only --epochs may be given with it")
-        report, run_dir = runs.resume(resume_dir, epochs=given.get("epochs"))
-    else:
-        report, run_dir = runs.train(config_of(config_file, given), run_dir=out_dir)
-    click.echo(format_report(report))
-    click.echo(f"run directory: {run_dir}")
+    if resume_dir is not None and (config_file is not None or out_dir is not None or set(given) - {"epochs"}):
+        raise InputError("--resume: a run continues with the settings it was started with; only --epochs may be given with it")
+    with distributed.sigterm_as_failure():  # under torchrun: stopped because another process failed, in one line
+        if resume_dir is not None:
+            report, run_dir = runs.resume(resume_dir, epochs=given.get("epochs"))
+        else:
+            report, run_dir = runs.train(config_of(config_file, given), run_dir=out_dir)
+    if distributed.environment_rank() == 0:  # once per run, under torchrun too
+        click.echo(format_report(report))
+        click.echo(f"run directory: {run_dir}")
 
 
 # evaluate / sample / predict

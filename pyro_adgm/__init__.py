@@ -17,12 +17,14 @@ from pyro_adgm.networks import (
     conv_networks,
     mlp_networks,
 )
+from pyro_adgm.objectives import Objective, register_objective
 from pyro_adgm.runs import evaluate, load_model, predict, prepare_trainer, resume, sample, train
 from pyro_adgm.training import TrainConfig, Trainer, TrainingData, TrainingDiverged
 
 __all__ = [
     "ADGM", "AugmentSettings", "BernoulliLikelihood", "CategoricalNet", "ConvImageDecoder", "ConvTrunk",
-    "DeviceAugment", "GaussianHead", "GaussianLikelihood", "GaussianNet", "MLPImageDecoder", "MLPTrunk", "SharedNoiseNormal",
-    "Trainer", "TrainConfig", "TrainingData", "TrainingDiverged", "conv_networks", "evaluate", "load_model",
-    "make_augment", "mlp_networks", "predict", "prepare_trainer", "resume", "sample", "train",
+    "DeviceAugment", "GaussianHead", "GaussianLikelihood", "GaussianNet", "MLPImageDecoder", "MLPTrunk", "Objective",
+    "SharedNoiseNormal", "Trainer", "TrainConfig", "TrainingData", "TrainingDiverged", "conv_networks", "evaluate",
+    "load_model", "make_augment", "mlp_networks", "predict", "prepare_trainer", "register_objective", "resume", "sample",
+    "train",
 ]  # fmt: skip

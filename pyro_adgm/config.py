@@ -20,6 +20,7 @@ from data_tools.demo import DEMO_IMAGE_SIZE, DEMO_N_IMAGES
 from data_tools.errors import InputError
 from pyro_adgm.augment import BACKENDS
 from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS
+from pyro_adgm.precision import PRECISIONS
 
 try:
     import tomllib
@@ -114,7 +115,9 @@ class TrainConfig:
             evaluation; BENCHMARKS.md, "Every training image was transformed").
         augment_flip: Mirror images left-right as part of the transform (false for digits or text).
         binarize: Train on x ~ Bernoulli(pixel) at every step (for a Bernoulli likelihood); bounds use x > 0.5.
-        device: auto (CUDA when present), cpu or cuda[:N].
+        device: auto (CUDA when present), cpu or cuda[:N]. Under torchrun each process takes the GPU of its local rank.
+        precision: fp32, or bf16: the networks' convolutions and matrix products in bfloat16 under autocast (a GPU
+            with bfloat16, or the CPU); the densities, the ELBO and the gradients stay float32.
         seed: Seeds the label draw, the initialisation and the noise.
         tensorboard: Also write each epoch's metrics as TensorBoard scalars under RUN/tensorboard (pip install
             "pyro-adgm[tensorboard]").
@@ -152,6 +155,7 @@ class TrainConfig:
     augment_flip: bool = config_only(True)
     binarize: bool = config_only(False)
     device: str = "auto"
+    precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
     seed: int = 0
     tensorboard: bool = False
     max_seconds: float | None = config_only(None, above=0.0, infinite=True)

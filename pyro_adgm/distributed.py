@@ -18,19 +18,25 @@ one process and nothing here communicates. The pieces a training loop needs:
   parameter (faster on one process too); its state is Pyro's per-parameter format, so checkpoints load either way
   and in a run of any other size;
 - the rest: :func:`broadcast_module` (rank 0's weights to all at the start), :func:`average_buffers` (batch-norm
-  running statistics before evaluating or saving), :func:`mean_across_ranks`, :func:`barrier`,
-  :func:`is_main_process` (only rank 0 writes the run directory and evaluates), :func:`rank_seed`.
+  running statistics before evaluating or saving), :func:`mean_across_ranks`, :func:`from_main` (rank 0's value,
+  e.g. its decision to stop, on every rank), :func:`barrier`, :func:`is_main_process` (only rank 0 writes the
+  run directory and evaluates), :func:`rank_seed`.
 
 A peer that dies or stops answering makes the next collective fail, after at most ``timeout_s`` (gloo notices a
 closed connection at once); the failure is raised as :class:`PeerFailure`, one line naming the rank and the
 operation, and the run directory keeps the last checkpoint rank 0 wrote (checkpoints are written atomically).
+torchrun itself stops the other processes with SIGTERM as soon as one fails; within :func:`sigterm_as_failure`
+(the ``train`` command's) SIGTERM raises :class:`PeerFailure` too, so every rank ends with one line either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
+import signal
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -73,6 +79,13 @@ def launched_by_torchrun(env: Mapping[str, str] | None = None) -> bool:
     return int(env.get("WORLD_SIZE", "1")) > 1
 
 
+def environment_rank(env: Mapping[str, str] | None = None) -> int:
+    """This process's rank as torchrun's environment gives it (0 without torchrun); usable before :func:`init` and
+    after :func:`shutdown`, e.g. to print a run's result once."""
+    env = os.environ if env is None else env
+    return int(env.get("RANK", "0")) if launched_by_torchrun(env) else 0
+
+
 def device_for(device: torch.device | str, world: World) -> torch.device:
     """The device of this rank: ``cuda`` (or ``cuda:K``) means the GPU of its local rank in a distributed run."""
     device = torch.device(device)
@@ -85,6 +98,7 @@ def init(device: torch.device | str = "cpu", *, timeout_s: float = DEFAULT_TIMEO
     """Join the process group that torchrun's environment variables describe and return this rank's world; a world of
     one process (no process group) without them. ``device``: the training device (NCCL for CUDA, gloo otherwise);
     on CUDA each rank is pinned to the GPU of its local rank."""
+    global _joined
     env = os.environ if env is None else env
     if not launched_by_torchrun(env):
         return World(timeout_s=timeout_s)
@@ -104,13 +118,19 @@ def init(device: torch.device | str = "cpu", *, timeout_s: float = DEFAULT_TIMEO
                                     timeout=datetime.timedelta(seconds=timeout_s))  # fmt: skip
         except (RuntimeError, dist.DistError) as error:
             raise _failure(world, "joining the process group", error) from None
+    _joined = world
     return world
 
 
+_joined: World | None = None  # the world init joined, until shutdown
+
+
 def current_world() -> World:
-    """The world of the initialised process group, or a world of one process."""
+    """The world of the initialised process group (the one :func:`init` returned), or a world of one process."""
     if not (dist.is_available() and dist.is_initialized()):
         return World()
+    if _joined is not None:
+        return _joined
     rank = dist.get_rank()
     return World(rank, dist.get_world_size(), int(os.environ.get("LOCAL_RANK", rank)), dist.get_backend())
 
@@ -122,8 +142,35 @@ def is_main_process() -> bool:
 
 def shutdown() -> None:
     """Leave the process group (at the end of a run, or after a failure); nothing without one."""
+    global _joined
+    _joined = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def sigterm_as_failure(env: Mapping[str, str] | None = None):
+    """A block of a process that torchrun started (nothing otherwise, or off the main thread) in which SIGTERM
+    raises :class:`PeerFailure`: torchrun sends it to every process when one of them fails, and the process ends
+    with one line instead of dying silently. If the block ends with an error, later SIGTERMs are ignored (the
+    process is about to exit with that error's line); otherwise the handler before it is put back."""
+    env = os.environ if env is None else env
+    if not launched_by_torchrun(env) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    where = f"rank {env.get('RANK', '?')} of {env['WORLD_SIZE']}"
+
+    def stopped(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the error on its way out is not interrupted
+        raise PeerFailure(f"{where}: stopped by SIGTERM (torchrun stops every process of a run when one of them fails)")
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        yield
+    except BaseException:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _failure(world: World, what: str, error: BaseException) -> PeerFailure:
@@ -205,6 +252,17 @@ def mean_across_ranks(value: float, world: World | None = None) -> float:
     tensor = torch.tensor([float(value)], dtype=torch.float64, device=_collective_device(world))
     _collective(world, "averaging a metric", dist.all_reduce, tensor)
     return float(tensor.item()) / world.world_size
+
+
+def from_main(value, world: World | None = None):
+    """Rank 0's ``value`` (any picklable object: a decision to stop, a report) on every rank; ``value`` itself in a
+    run of one process. Every rank must call it; the others' ``value`` is ignored."""
+    world = current_world() if world is None else world
+    if not world.distributed:
+        return value
+    box = [value if world.is_main else None]
+    _collective(world, "taking rank 0's decision", dist.broadcast_object_list, box, 0, device=_collective_device(world))
+    return box[0]
 
 
 def barrier(world: World | None = None) -> None:

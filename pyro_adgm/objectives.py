@@ -5,11 +5,18 @@ checkpoints and writes ``metrics.csv``; an :class:`Objective` owns its optimiser
 :class:`Batch`. Two are built in:
 
 - ``adgm``: :class:`ADGMObjective`, the semi-supervised J^alpha of :class:`~pyro_adgm.model.ADGM` (alpha =
-  beta * (N_l + N_u) / N_l), by ``pyro.infer.SVI`` with ``TraceEnum_ELBO`` and Pyro's Adam or AdamW, with the
-  KL weight and the unlabelled term's weight ramped up over the warm-up;
+  beta * (N_l + N_u) / N_l), by ``pyro.infer.SVI`` with ``TraceEnum_ELBO`` and Pyro's Adam or AdamW inside
+  :class:`~pyro_adgm.distributed.DataParallelOptim` (the gradients averaged across the ranks of a torchrun run,
+  one multi-tensor step per settings), with the KL weight and the unlabelled term's weight ramped up over the
+  warm-up; each step runs in :func:`~pyro_adgm.precision.step_context` (``precision``; the distribution checks
+  on for the first step of the process only);
 - ``supervised``: :class:`SupervisedObjective`, the cross-entropy of q(y|a,x) on the labelled images alone
   (a drawn from q(a|x)), weighted by K * p(y) per image when the model's labels are prior-weighted, as the
-  ADGM's classification term is; a torch Adam or AdamW over q(a|x) and q(y|a,x).
+  ADGM's classification term is; a torch Adam or AdamW over q(a|x) and q(y|a,x), the gradients averaged
+  across ranks before it steps.
+
+In a distributed run each rank's batch is its shard of the step's global batch and the plates keep the data
+set's sizes (N_l, N_u), so the loss a step returns is the rank's own full-data-scale estimate.
 
 A script adds a method without touching the loop: subclass :class:`Objective` (or :class:`ADGMObjective`),
 ``register_objective("name", TheClass)`` and train with ``TrainConfig(method="name")``
@@ -27,10 +34,13 @@ import torch
 from pyro.infer import SVI, TraceEnum_ELBO
 
 from data_tools.errors import InputError
+from pyro_adgm import distributed
 from pyro_adgm.config import TrainConfig
+from pyro_adgm.distributed import DataParallelOptim
 from pyro_adgm.evaluation import to_float_images
 from pyro_adgm.likelihoods import bits_per_dim
 from pyro_adgm.model import ADGM, PRIOR_PARAMETER
+from pyro_adgm.precision import autocast, step_context
 
 
 @dataclass
@@ -70,6 +80,11 @@ class Objective:
 
     def __init__(self, model: ADGM, config: TrainConfig, sizes: DataSizes):
         self.model, self.config, self.sizes = model, config, sizes
+        self.device = next(model.parameters()).device  # the trainer moves the model to its device first
+        try:
+            autocast(config.precision, self.device)  # bf16 where the device has none: refused before the first step
+        except ValueError as error:
+            raise InputError(str(error)) from None
 
     def step(self, batch: Batch, progress: float) -> float:
         """One optimiser step on ``batch`` at ``progress`` epochs (see :func:`linear_ramp`); the loss per image."""
@@ -104,9 +119,11 @@ class ADGMObjective(Objective):
         self.alpha = config.beta * (sizes.labelled + sizes.unlabelled) / sizes.labelled
         self.images = sizes.labelled + sizes.unlabelled  # the images a step's loss stands for
         pyro.clear_param_store()
-        self.optimizer = (pyro.optim.AdamW if config.decoupled_weight_decay else pyro.optim.Adam)(self.optimizer_settings)
+        optimizer = (pyro.optim.AdamW if config.decoupled_weight_decay else pyro.optim.Adam)(self.optimizer_settings)
+        self.optimizer = DataParallelOptim(optimizer)  # the ranks of the run the trainer's process joined, if any
         self.elbo = TraceEnum_ELBO(max_plate_nesting=1)
         self.svi = SVI(model.semi_supervised_model, model.semi_supervised_guide, self.optimizer, self.elbo)
+        self.validated = False  # whether a step has run with the distribution checks on
 
     def optimizer_settings(self, param_name: str) -> dict:
         """Adam's or AdamW's settings for one parameter (Pyro asks with names such as ``adgm.classifier.head.0.weight``):
@@ -132,7 +149,10 @@ class ADGMObjective(Objective):
 
     def step(self, batch: Batch, progress: float) -> float:
         kwargs = self.program_arguments(*self.weights(progress))
-        return self.svi.step(batch.x_labelled, batch.y_labelled, batch.x_unlabelled, **kwargs) / self.images
+        with step_context(self.config.precision, self.device, validate=not self.validated):
+            loss = self.svi.step(batch.x_labelled, batch.y_labelled, batch.x_unlabelled, **kwargs) / self.images
+        self.validated = True
+        return loss
 
     def bound_per_image(self, images: torch.Tensor, labels: torch.Tensor | None) -> float:
         """The ELBO (KL weight 1, no alpha term) in nats per image on up to ``diagnostics_size`` images, eval mode."""
@@ -162,10 +182,10 @@ class ADGMObjective(Objective):
         return f"alpha {self.alpha:.4g}"
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.get_state()}
+        return {"optimizer": self.optimizer.get_state()}  # Pyro's format, whatever the number of processes
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.set_state(state["optimizer"])
+        self.optimizer.set_state(state["optimizer"])  # before the first step
 
 
 class SupervisedObjective(Objective):
@@ -178,9 +198,9 @@ class SupervisedObjective(Objective):
         if model.class_prior_logits is not None:
             raise InputError("class prior: a learned p(y) is trained by the unlabelled term, which the supervised "
                              "baseline does not have; use a fixed class prior (class_prior uniform) with it")  # fmt: skip
-        params = list(model.aux_encoder.parameters()) + list(model.classifier.parameters())
+        self.params = list(model.aux_encoder.parameters()) + list(model.classifier.parameters())
         optimizer = torch.optim.AdamW if config.decoupled_weight_decay else torch.optim.Adam
-        self.optimizer = optimizer(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+        self.optimizer = optimizer(self.params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The mean cross-entropy (times K * p(y) per image when the model's labels are prior-weighted)."""
@@ -194,9 +214,11 @@ class SupervisedObjective(Objective):
 
     def step(self, batch: Batch, progress: float) -> float:
         self.model.train()
-        loss = self.loss(batch.x_labelled, batch.y_labelled)
+        with autocast(self.config.precision, self.device):
+            loss = self.loss(batch.x_labelled, batch.y_labelled)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.all_reduce_gradients(self.params)  # the mean over the ranks (nothing in a run of one process)
         self.optimizer.step()
         return float(loss.detach())
 

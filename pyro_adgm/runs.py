@@ -1,11 +1,14 @@
 """Whole jobs, as the CLI runs them and as a script can call them: train, resume, evaluate, sample, predict.
 
 These functions join the data tools (prepared datasets, the demo phantoms) to the model and trainer; the CLI
-only parses options and prints what they return.
+only parses options and prints what they return. :func:`train` and :func:`resume` run under torchrun as they do
+alone: started by ``torchrun --nproc-per-node N``, each process joins the run's process group for the training
+(:func:`process_group`) and leaves it at the end, whether the run ends well or not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 from data_tools.dataset import PreparedDataset, labelled_subset
 from data_tools.demo import make_demo_dataset
 from data_tools.errors import InputError
+from pyro_adgm import distributed
 from pyro_adgm.checkpoint import atomic_write_json, load_checkpoint
 from pyro_adgm.config import (  # noqa: F401  (DEFAULT_LIKELIHOOD, TRAINABLE_LIKELIHOODS, parse_known_prior: their old home)
     DEFAULT_LIKELIHOOD,
@@ -129,12 +133,14 @@ def build_model(config: TrainConfig, class_names: Sequence[str], image_size: int
 
 def prepare_trainer(config: TrainConfig, *, data: str | Path | None = None, demo: dict | None = None,
                     image_size: int | None = None, run_dir: str | Path | None = None,
-                    model_options: dict | None = None, model: ADGM | None = None) -> Trainer:  # fmt: skip
+                    model_options: dict | None = None, model: ADGM | None = None,
+                    world: distributed.World | None = None) -> Trainer:  # fmt: skip
     """Build data, model and trainer for a run (seeded: the same config gives the same run).
 
     ``data``, ``demo`` and ``image_size`` replace the config's settings of those names; ``model_options``:
     further :class:`ADGM` keyword arguments, taken into the config's settings (:func:`with_model_options`);
-    ``model``: a model built already (its architecture is not checked against the config's)."""
+    ``model``: a model built already (its architecture is not checked against the config's); ``world``: this
+    process's place in a distributed run (default: the process group joined, if any)."""
     given = {"data": None if data is None else str(Path(data).resolve()), "demo": demo, "image_size": image_size}
     config = replace(config, **{k: v for k, v in given.items() if v is not None})
     resolve_device(config.device)  # a bad device fails before any data is read
@@ -152,19 +158,36 @@ def prepare_trainer(config: TrainConfig, *, data: str | Path | None = None, demo
     elif model.num_classes != len(training_data.class_names) or model.image_size != size:
         raise InputError(f"model: built for {model.num_classes} classes at {model.image_size}px, data has "
                          f"{len(training_data.class_names)} classes at {size}px")  # fmt: skip
-    return Trainer(model, training_data, config, run_dir or default_run_dir(config))
+    return Trainer(model, training_data, config, run_dir or default_run_dir(config), world=world)
+
+
+@contextlib.contextmanager
+def process_group(device: str = "auto"):
+    """Yield this process's :class:`~pyro_adgm.distributed.World` for a run on ``device``: under torchrun, the
+    process group its environment describes, joined here and left on exit (also after an error); alone, a world
+    of one process. A process group the caller joined already is used as it is, and left to the caller."""
+    if distributed.current_world().distributed:
+        yield distributed.current_world()
+        return
+    world = distributed.init(resolve_device(device))
+    try:
+        yield world
+    finally:
+        distributed.shutdown()
 
 
 def train(config: TrainConfig, **kwargs) -> tuple[dict, Path]:
     """Train a new run; returns the validation report of the best checkpoint and the run directory.
 
-    Keyword arguments as :func:`prepare_trainer`. A run directory that already holds a run is refused.
+    Keyword arguments as :func:`prepare_trainer`. A run directory that already holds a run is refused. Under
+    torchrun every process returns rank 0's report.
     """
     run_dir = Path(kwargs.pop("run_dir", None) or default_run_dir(config))
-    if (run_dir / "last.pt").exists():  # checked before any data is read
+    if (run_dir / "last.pt").exists():  # checked before any data is read (and before rank 0 can write one)
         raise InputError(f"{run_dir}: already holds a run; resume it or choose another run directory")
-    trainer = prepare_trainer(config, run_dir=run_dir, **kwargs)
-    return trainer.fit(), trainer.run_dir
+    with process_group(config.device) as world:
+        trainer = prepare_trainer(config, run_dir=run_dir, world=world, **kwargs)
+        return trainer.fit(), trainer.run_dir
 
 
 def resume(run_dir: str | Path, *, epochs: int | None = None, max_seconds: float | None = None,
@@ -172,7 +195,8 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, max_seconds: float
     """Continue the run in ``run_dir`` from its last checkpoint (optionally to a new number of epochs, or with
     a new limit on the training time in seconds, counted over the whole run; ``math.inf`` lifts it).
 
-    ``model``: the same architecture built again, needed when the run's model has custom networks."""
+    ``model``: the same architecture built again, needed when the run's model has custom networks. A run resumes
+    with any number of processes (under torchrun), whatever number it was started with."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise InputError(f"{run_dir}: no config.json; expected a run directory written by `pyro-adgm train`")
@@ -185,8 +209,9 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, max_seconds: float
     saved = dict(state["model_config"])
     if saved.pop("custom_networks", None) and model is None:
         raise InputError(f"{run_dir}: the model has custom networks; resume it from Python with resume(run_dir, model=...)")
-    trainer = prepare_trainer(config, run_dir=run_dir, model=model if model is not None else ADGM.from_config(saved))
-    return trainer.fit(resume=True), run_dir
+    with process_group(config.device) as world:
+        trainer = prepare_trainer(config, run_dir=run_dir, model=model if model is not None else ADGM.from_config(saved), world=world)
+        return trainer.fit(resume=True), run_dir
 
 
 # using a checkpoint

@@ -9,8 +9,11 @@ a fresh order each pass. After each epoch the evaluated weights (a moving averag
 A run directory holds ``config.json``, ``metrics.csv`` (:mod:`pyro_adgm.metrics_file`), ``last.pt`` and ``best.pt``
 (best validation accuracy; :mod:`pyro_adgm.checkpoint`), all written atomically, and at the end ``report.json``,
 ``confusion.png`` and ``curves.png`` (:mod:`pyro_adgm.plots`). :meth:`Trainer.fit` continues from ``last.pt`` when
-asked to resume. The loop's parts for data parallelism: the batches (:meth:`Trainer._batches`, one order per
-epoch from a seeded generator) and the objective's optimiser, through which every gradient passes once per step.
+asked to resume. Under torchrun (:mod:`pyro_adgm.distributed`) each of the N ranks takes its shard of every step's
+N x B images (one seeded order on all), the objective's optimiser averages the gradients, an epoch is
+ceil(N_u / (N x B)) steps and each rank's noise is seeded per epoch (a run resumes exactly at the same N); after
+an epoch the batch-norm statistics are averaged and rank 0 alone evaluates and writes the run directory (its
+weight average keeps rank 0's batch-norm statistics); its checkpoints resume at any N.
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyro
 import torch
 from tqdm.auto import tqdm
 
 from data_tools.errors import InputError
+from pyro_adgm import distributed
 from pyro_adgm.augment import AugmentSettings, make_augment
 from pyro_adgm.averaging import WeightAverage
 from pyro_adgm.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from pyro_adgm.config import CONFIG_VERSION, TrainConfig
 from pyro_adgm.device import resolve_device, training_environment
+from pyro_adgm.distributed import PeerFailure, World
 from pyro_adgm.evaluation import classification_report, predict_proba, to_float_images
 from pyro_adgm.metrics_file import METRIC_COLUMNS, formatted, read_metrics, training_seconds, write_metrics
 from pyro_adgm.model import ADGM
@@ -64,25 +70,26 @@ class TrainingData:
 
 
 class Trainer:
-    """Fits a model to :class:`TrainingData` with the objective ``config.method`` names, writing the run directory."""
+    """Fits a model to :class:`TrainingData` with the objective ``config.method`` names, writing the run directory.
+    ``world``: this process's place in a torchrun run (default: the process group joined, else one process)."""
 
-    def __init__(self, model: ADGM, data: TrainingData, config: TrainConfig, run_dir: str | Path):
-        self.config = config
-        self.device = resolve_device(config.device)
+    def __init__(self, model: ADGM, data: TrainingData, config: TrainConfig, run_dir: str | Path, world: World | None = None):
+        self.config, self.world = config, world if world is not None else distributed.current_world()
+        self.device = distributed.device_for(resolve_device(config.device), self.world)
         self.model = model.to(self.device)
         self.data = data.to(self.device)
         self.run_dir = Path(run_dir)
         self.augment = make_augment(config.augment, AugmentSettings(flip=config.augment_flip, probability=config.augment_probability))
         n_l, n_u = len(data.labelled_labels), len(data.unlabelled_images)
-        if n_l == 0:
-            raise InputError("labelled set: expected at least one labelled image")
+        if n_l < self.world.world_size:
+            raise InputError(f"labelled set: expected at least one labelled image per process, got {n_l} for {self.world.world_size}")
         if len(data.val_labels) == 0:
             raise InputError("validation set: expected at least one image (it selects the best checkpoint)")
         self.objective = make_objective(self.model, config, DataSizes(n_l, n_u))
         self.columns = (*METRIC_COLUMNS, *self.objective.columns)
         self.use_unlabelled = self.objective.uses_unlabelled and n_u > 0
-        # every method takes as many steps as the ADGM: one pass over the unlabelled images
-        self.steps_per_epoch = math.ceil((n_u if n_u > 0 else n_l) / config.batch_size)
+        # every method takes as many steps as the ADGM: one pass over the unlabelled images, N x B per step
+        self.steps_per_epoch = math.ceil((n_u if n_u > 0 else n_l) / (config.batch_size * self.world.world_size))
         self.epoch, self.best_val_accuracy, self.best_epoch = 0, -1.0, 0
         decay = config.weight_average_decay
         self.average = WeightAverage(self.model, decay) if decay is not None else None
@@ -98,19 +105,10 @@ class Trainer:
         averaged = self.average is not None
         extra = {"train_model_state": self.model.state_dict(),
                  "average_state": {"decay": self.average.decay, "updates": self.average.updates}} if averaged else {}  # fmt: skip
-        return {
-            "epoch": self.epoch,
-            "model_state": self.average.averaged_state_dict(self.model) if averaged else self.model.state_dict(),
-            **extra,
-            "objective_state": self.objective.state_dict(),
-            "best_val_accuracy": self.best_val_accuracy,
-            "best_epoch": self.best_epoch,
-            "rng": rng,
-            "model_config": self.model.config,
-            "train_config": self.config.to_dict(),
-            "class_names": list(self.data.class_names),
-            "data": self.data.description,
-        }
+        return {"epoch": self.epoch, "model_state": self.average.averaged_state_dict(self.model) if averaged else self.model.state_dict(),
+                **extra, "objective_state": self.objective.state_dict(), "best_val_accuracy": self.best_val_accuracy,
+                "best_epoch": self.best_epoch, "rng": rng, "model_config": self.model.config, "train_config": self.config.to_dict(),
+                "class_names": list(self.data.class_names), "data": self.data.description}  # fmt: skip
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state.get("train_model_state", state["model_state"]))
@@ -130,7 +128,8 @@ class Trainer:
     def resume(self) -> None:
         """Continue from ``last.pt`` of the run directory; drop metric rows written after it."""
         self.load_state(load_checkpoint(self.run_dir / "last.pt", resume=True))  # on the CPU: RNG states must stay there
-        write_metrics(self.run_dir, [r for r in read_metrics(self.run_dir) if int(r["epoch"]) <= self.epoch], self.columns)
+        if self.world.is_main:
+            write_metrics(self.run_dir, [r for r in read_metrics(self.run_dir) if int(r["epoch"]) <= self.epoch], self.columns)
         logger.info("resuming %s after epoch %d", self.run_dir, self.epoch)
 
     # one epoch
@@ -141,44 +140,51 @@ class Trainer:
         return torch.bernoulli(x.clamp(0, 1)) if self.config.binarize else x
 
     def _batches(self, generator: torch.Generator):
-        """Yield each step's :class:`Batch` of one epoch."""
-        data = self.data
+        """Yield each step's :class:`Batch` of one epoch: this rank's shard of the step's global batch (all of it in
+        a run of one process). ``generator`` must be seeded alike on every rank."""
+        data, world = self.data, self.world
         n_l, n_u = len(data.labelled_labels), len(data.unlabelled_images)
         order_u = torch.randperm(n_u, generator=generator).to(self.device) if self.use_unlabelled else None
-        batch_l = min(self.config.batch_size, n_l)
+        batch_l = min(self.config.batch_size * world.world_size, n_l)
         needed = self.steps_per_epoch * batch_l
         order_l = torch.cat([torch.randperm(n_l, generator=generator) for _ in range(math.ceil(needed / n_l))]).to(self.device)
         # nearly equal unlabelled batches (sizes differ by at most one), so no step gets a lone image
         chunks_u = order_u.tensor_split(self.steps_per_epoch) if order_u is not None else None
         for step in range(self.steps_per_epoch):
-            idx_l = order_l[step * batch_l : (step + 1) * batch_l]
+            idx_l = distributed.shard(order_l[step * batch_l : (step + 1) * batch_l], world)
             batch = Batch(self._inputs(data.labelled_images[idx_l]), data.labelled_labels[idx_l])
             if chunks_u is not None:
-                batch.unlabelled_images = data.unlabelled_images[chunks_u[step]]
+                batch.unlabelled_images = data.unlabelled_images[distributed.shard(chunks_u[step], world)]
                 batch.x_unlabelled = self._inputs(batch.unlabelled_images)
             yield batch
 
     def train_epoch(self) -> dict:
-        """One pass: the mean loss per image over its steps and the objective's weights at its last step."""
+        """One pass: the mean loss per image over its steps (and ranks) and the objective's weights at its last step."""
         self.model.train()
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch)  # the same on every rank
+        if self.world.distributed:  # each rank's own noise
+            pyro.set_rng_seed(distributed.rank_seed(self.config.seed, self.world.rank, self.epoch))
         total, progress = 0.0, float(self.epoch)
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.config.resolved_epochs()}", leave=False, disable=None)
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.config.resolved_epochs()}", leave=False,
+                   disable=None if self.world.is_main else True)  # fmt: skip
         for step, batch in enumerate(self._batches(generator)):
             progress = self.epoch + (step + 1) / self.steps_per_epoch
             loss = self.objective.step(batch, progress)
             if not math.isfinite(loss):
                 bar.close()
-                last = self.run_dir / "last.pt"
-                where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-                raise TrainingDiverged(f"non-finite loss ({loss}) at epoch {self.epoch + 1}, step {step + 1}; {where}")
+                raise TrainingDiverged(f"non-finite loss ({loss}) at epoch {self.epoch + 1}, step {step + 1}; {self.last_good()}")
             if self.average is not None:
                 self.average.update(self.model)
             total += loss
             bar.set_postfix(loss=f"{total / (step + 1):.4g}")
             bar.update()
         bar.close()
-        return {"train_loss": total / self.steps_per_epoch, **self.objective.train_metrics(progress)}
+        loss = distributed.mean_across_ranks(total / self.steps_per_epoch, self.world)
+        return {"train_loss": loss, **self.objective.train_metrics(progress)}
+
+    def last_good(self) -> str:
+        last = self.run_dir / "last.pt"
+        return f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
 
     def evaluated_weights(self):
         """A context in which the model holds the weights that are evaluated (the average, when kept)."""
@@ -211,35 +217,49 @@ class Trainer:
             return self._fit(resume)
 
     def _fit(self, resume: bool) -> dict:
-        cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg, main = self.config, self.world.is_main
         if resume:
             self.resume()
-        else:
+        elif main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "config.json", {"version": CONFIG_VERSION, "train": cfg.to_dict(), "model": self.model.config,
                                                              "class_names": list(self.data.class_names), "data": self.data.description})  # fmt: skip
             write_metrics(self.run_dir, [], self.columns)
-        rows = read_metrics(self.run_dir)
-        scalars = EpochScalars(self.run_dir) if cfg.tensorboard else None
-        logger.info("training %s on %d labelled + %d unlabelled images (%d steps/epoch, %sdevice %s)", cfg.method,
-                    len(self.data.labelled_labels), len(self.data.unlabelled_images) if self.use_unlabelled else 0,
-                    self.steps_per_epoch, f"{self.objective.describe()}, " if self.objective.describe() else "", self.device)  # fmt: skip
-        while self.epoch < cfg.resolved_epochs():
-            if rows and cfg.max_seconds is not None and training_seconds(rows) + float(rows[-1]["seconds"]) > cfg.max_seconds:
-                logger.info("stopping after epoch %d: the next epoch (as long as the last) would pass max_seconds=%g", self.epoch, cfg.max_seconds)
-                break
-            rows.append(self.run_epoch(rows, scalars))
+        distributed.broadcast_module(self.model, self.world)  # every rank starts from rank 0's weights
+        rows = read_metrics(self.run_dir) if main else []
+        scalars = EpochScalars(self.run_dir) if cfg.tensorboard and main else None
+        logger.info("training %s on %d labelled + %d unlabelled images (%d steps/epoch, %sdevice %s%s)", cfg.method,
+                    len(self.data.labelled_labels), len(self.data.unlabelled_images) if self.use_unlabelled else 0, self.steps_per_epoch,
+                    f"{self.objective.describe()}, " if self.objective.describe() else "", self.device,
+                    f", rank {self.world.rank} of {self.world.world_size}" if self.world.distributed else "")  # fmt: skip
+        try:
+            while self.epoch < cfg.resolved_epochs():
+                spent = training_seconds(rows) + float(rows[-1]["seconds"]) if main and rows else 0.0  # with the next epoch
+                if distributed.from_main(cfg.max_seconds is not None and spent > cfg.max_seconds, self.world):  # decided on rank 0
+                    logger.info("stopping after epoch %d: the next epoch (as long as the last) would pass max_seconds=%g", self.epoch, cfg.max_seconds)
+                    break
+                rows.append(self.run_epoch(rows, scalars))
+        except PeerFailure as error:
+            raise PeerFailure(f"{error}; {self.last_good()}") from None
         if scalars is not None:
             scalars.close()
-        return self.finish(rows)
+        return distributed.from_main(self.finish(rows) if main else None, self.world)
 
     def run_epoch(self, rows: list[dict], scalars: EpochScalars | None) -> dict:
-        """Train and evaluate one epoch, write its row (returned as written) and the checkpoints."""
+        """Train and evaluate one epoch, write its row (returned as written) and the checkpoints; in a distributed
+        run the others wait while rank 0 evaluates and writes (their row has the training columns only)."""
         start = time.perf_counter()
         row = dict.fromkeys(self.columns, math.nan)
         row.update(self.train_epoch())
-        row.update(self.evaluate_epoch())
+        distributed.average_buffers(self.model, self.world)
         self.epoch += 1
+        if self.world.is_main:
+            self.record_epoch(row, rows, scalars, start)
+        distributed.barrier(self.world)
+        return formatted(row)
+
+    def record_epoch(self, row: dict, rows: list[dict], scalars: EpochScalars | None, start: float) -> None:
+        row.update(self.evaluate_epoch())
         row.update(epoch=self.epoch, seconds=round(time.perf_counter() - start, 3))
         if scalars is not None:
             scalars.write(row)
@@ -254,7 +274,6 @@ class Trainer:
         logger.info("epoch %d: loss %.4g, bound %.5g nats/image (%.4f bits/dim), train acc %.3f, val acc %.3f, KL weight %.3f, p(y) %s, %.1fs",
                     self.epoch, row["train_loss"], row["unlabelled_bound"], row["unlabelled_bits_per_dim"], row["train_accuracy"],
                     row["val_accuracy"], row["kl_weight"], row["class_prior"], row["seconds"])  # fmt: skip
-        return formatted(row)
 
     def finish(self, rows: list[dict]) -> dict:
         """Load the best checkpoint's evaluated weights into the model and write ``report.json``,

@@ -144,6 +144,7 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["train", *FAST, "--dropout", "1"], ["--dropout: expected a value below 1, got 1.0"]),
         (["train", *FAST, "--variant", "sdgm"], ["--variant"]),  # retired, as --lr-schedule and --labelled-weighting
         (["train", *FAST, "--lr-schedule", "cosine"], ["--lr-schedule"]),
+        (["train", *FAST, "--precision", "fp16"], ["--precision", "'fp16' is not one of 'fp32', 'bf16'"]),
         (["train", "--config", "missing.toml"], ["missing.toml: config file not found"]),
         (["train", "--resume", "runs/x", "--seed", "1"], ["--resume", "only --epochs"]),
     ],
@@ -168,12 +169,25 @@ def test_bad_options_end_with_one_line(args, fragments, tmp_path, monkeypatch):
         (["train", "--config", "c.toml"], ["c.toml: setting 'lr_schedule' was retired"], 'lr_schedule = "cosine"'),
         (["train", "--config", "c.toml"], ["c.toml: not a TOML file"], "epochs = = 3"),
         (["train", "--config", "c.toml"], ["c.toml: architecture: unknown key 'depth'"], "architecture = {depth = 3}"),
+        (["train", "--config", "c.toml"], ["c.toml: precision: expected one of fp32, bf16, got 'fp16'"], 'precision = "fp16"'),
     ],
 )
 def test_bad_settings_in_a_config_file_end_with_one_line_naming_it(args, fragments, settings, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.toml").write_text(FAST_CONFIG.read_text() + settings + "\n")
     assert_one_line_error(invoke(*args), *fragments)
+
+
+def test_a_failed_process_of_a_torchrun_run_ends_with_one_line(tmp_path, monkeypatch):
+    from pyro_adgm import runs
+    from pyro_adgm.distributed import PeerFailure
+
+    def failing(*args, **kwargs):
+        raise PeerFailure("rank 0 of 2: averaging the gradients failed: another process of the run stopped\nor did not answer")
+
+    monkeypatch.setattr(runs, "train", failing)
+    result = invoke("train", *FAST, "--out", tmp_path / "run")
+    assert_one_line_error(result, "Error: rank 0 of 2: averaging the gradients failed: another process of the run stopped; or did not answer")
 
 
 def test_missing_file_for_predict(run_dir):

@@ -76,3 +76,14 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_the_key(tmp_path, nam
 def test_read_config_file_returns_the_train_section_of_a_run_s_config_json(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"version": 2, "train": {"lr": 0.5}, "model": {}, "class_names": [], "data": {}}))
     assert read_config_file(tmp_path / "config.json") == {"lr": 0.5}
+
+
+def test_precision_is_a_setting_of_files_and_options_and_a_file_without_it_is_fp32(tmp_path):
+    (tmp_path / "bf16.toml").write_text('precision = "bf16"\n')
+    assert load_config(tmp_path / "bf16.toml").precision == "bf16"
+    assert load_config(tmp_path / "bf16.toml", {"precision": "fp32"}).precision == "fp32"
+    older = {k: v for k, v in TrainConfig().to_dict().items() if k != "precision"}  # a run's settings from before the field
+    assert TrainConfig.from_dict(older).precision == "fp32"
+    (tmp_path / "fp8.toml").write_text('precision = "fp8"\n')
+    with pytest.raises(InputError, match="fp8.toml: precision: expected one of fp32, bf16, got 'fp8'$"):
+        load_config(tmp_path / "fp8.toml")

@@ -8,6 +8,7 @@ computed comes back through files and is checked in this process against one pro
 import copy
 import multiprocessing
 import os
+import signal
 import socket
 import time
 import traceback
@@ -255,6 +256,38 @@ def test_a_rank_that_dies_ends_the_run_with_one_line_and_the_last_checkpoint_int
     model.load_state_dict(state["model_state"])
 
 
+# 4. the trainer's epoch, both methods
+
+
+def trainer_worker(world, out):
+    from pyro_adgm.runs import prepare_trainer
+    from pyro_adgm.training import TrainConfig
+
+    assert distributed.from_main({"rank": world.rank}, world) == {"rank": 0}  # rank 0's value on every rank
+    for method in ("adgm", "supervised"):
+        config = TrainConfig(task="2class", labels_per_class=4, epochs=1, batch_size=8, device="cpu", seed=3, method=method)
+        trainer = prepare_trainer(config, demo={"n_images": 90, "image_size": SIZE, "seed": 2}, run_dir=out / method,
+                                  model_options=SMALL_MODEL, world=world)  # fmt: skip
+        start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+        row = trainer.train_epoch()
+        distributed.average_buffers(trainer.model, world)
+        torch.save({"loss": row["train_loss"], "steps": trainer.steps_per_epoch, "start": start,
+                    "state": {name: v.clone() for name, v in trainer.model.state_dict().items()}}, out / f"{method}{world.rank}.pt")  # fmt: skip
+
+
+def test_the_trainer_s_ranks_take_the_same_steps_under_both_methods(tmp_path):
+    assert run_ranks(trainer_worker, tmp_path) == [0, 0], [p.read_text() for p in tmp_path.glob("*.error")]
+    for method in ("adgm", "supervised"):
+        ranks = [torch.load(tmp_path / f"{method}{r}.pt") for r in range(2)]
+        assert ranks[0]["loss"] == ranks[1]["loss"]  # the mean over the ranks, on both
+        assert ranks[0]["steps"] == ranks[1]["steps"] > 1
+        moved = 0
+        for name, value in ranks[0]["state"].items():  # the averaged gradients and buffers keep the ranks identical
+            torch.testing.assert_close(ranks[1]["state"][name], value, rtol=0, atol=0, msg=f"{method}: {name}")
+            moved += name in ranks[0]["start"] and not torch.equal(value, ranks[0]["start"][name])
+        assert moved > 0, method
+
+
 # the pieces, in one process
 
 
@@ -282,3 +315,27 @@ def test_shards_and_permutations():
     assert len({distributed.rank_seed(7, r, e) for r in range(4) for e in range(3)}) == 12
     assert distributed.device_for("cuda", World(rank=3, world_size=4, local_rank=1)) == torch.device("cuda", 1)
     assert distributed.device_for("cpu", World(rank=3, world_size=4, local_rank=1)) == torch.device("cpu")
+
+
+def test_from_main_and_the_environment_s_rank_in_one_process():
+    assert distributed.from_main([1, 2], World()) == [1, 2]
+    assert distributed.environment_rank({}) == 0 and distributed.environment_rank({"WORLD_SIZE": "1", "RANK": "0"}) == 0
+    assert distributed.environment_rank({"WORLD_SIZE": "4", "RANK": "3"}) == 3
+
+
+def test_under_torchrun_sigterm_is_a_one_line_peer_failure_and_the_handler_is_put_back():
+    previous = signal.getsignal(signal.SIGTERM)
+    torchrun = {"WORLD_SIZE": "2", "RANK": "1"}
+    try:
+        with distributed.sigterm_as_failure(env={}):  # not under torchrun: nothing changes
+            assert signal.getsignal(signal.SIGTERM) is previous
+        with distributed.sigterm_as_failure(env=torchrun):  # a block that ends well puts the handler back
+            assert signal.getsignal(signal.SIGTERM) is not previous
+        assert signal.getsignal(signal.SIGTERM) is previous
+        with pytest.raises(PeerFailure, match=r"^rank 1 of 2: stopped by SIGTERM \(torchrun stops every process of a run when one of them fails\)$"):
+            with distributed.sigterm_as_failure(env=torchrun):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises at the next bytecode
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the process ends with its line, not killed midway
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -440,3 +440,52 @@ def test_a_version_1_checkpoint_is_evaluated_but_not_resumed_and_says_so_in_one_
     torch.save({**state, "version": 7}, tmp_path / "future.pt")
     with pytest.raises(InputError, match=r"future\.pt: checkpoint version 7; this pyro-adgm reads versions 1, 2$"):
         load_model(tmp_path / "future.pt")
+
+
+def test_the_ranks_batches_are_shards_of_the_batch_one_process_draws_with_n_times_the_batch(tmp_path):
+    from pyro_adgm.distributed import World
+
+    config = tiny_config(batch_size=4, augment="none")  # no random transform: the images can be compared
+    make = lambda config, world: prepare_trainer(config, demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL,  # noqa: E731
+                                                 world=world)  # fmt: skip
+    ranks = [make(config, World(rank=r, world_size=2)) for r in range(2)]
+    whole = make(replace(config, batch_size=8), World())
+    n_l, n_u = len(whole.data.labelled_labels), len(whole.data.unlabelled_images)
+    assert ranks[0].steps_per_epoch == ranks[1].steps_per_epoch == whole.steps_per_epoch == math.ceil(n_u / 8)
+    shards = [list(trainer._batches(torch.Generator().manual_seed(3))) for trainer in ranks]
+    for step, batch in enumerate(whole._batches(torch.Generator().manual_seed(3))):
+        parts = [shards[0][step], shards[1][step]]
+        assert [len(p.y_labelled) for p in parts] == [4, 4] and len(batch.y_labelled) == min(8, n_l)
+        torch.testing.assert_close(torch.cat([p.x_labelled for p in parts]), batch.x_labelled, rtol=0, atol=0)
+        assert torch.equal(torch.cat([p.y_labelled for p in parts]), batch.y_labelled)
+        torch.testing.assert_close(torch.cat([p.x_unlabelled for p in parts]), batch.x_unlabelled, rtol=0, atol=0)
+        assert abs(len(parts[0].x_unlabelled) - len(parts[1].x_unlabelled)) <= 1
+    # every rank's objective keeps the data set's plate sizes: its loss is a full-data-scale estimate
+    assert {t.objective.sizes for t in ranks} == {whole.objective.sizes}
+
+
+@pytest.mark.parametrize("method", ["adgm", "supervised"])
+def test_bf16_trains_on_the_cpu_and_is_recorded(tmp_path, method):
+    _, run_dir = train(tiny_config(epochs=1, precision="bf16", method=method), demo=TINY_DEMO, run_dir=tmp_path / "run",
+                       model_options=SMALL_MODEL)  # fmt: skip
+    (row,) = read_rows(run_dir)
+    assert math.isfinite(float(row["train_loss"])) and math.isfinite(float(row["val_accuracy"]))
+    assert json.loads((run_dir / "config.json").read_text())["train"]["precision"] == "bf16"
+    assert load_checkpoint(run_dir / "last.pt")["train_config"]["precision"] == "bf16"
+    with pytest.raises(InputError, match="^precision: expected one of fp32, bf16, got 'fp16'$"):
+        tiny_config(precision="fp16")
+
+
+def test_the_adgm_step_checks_the_distributions_on_its_first_step_only(tmp_path):
+    from pyro.infer.util import is_validation_enabled
+
+    from pyro_adgm.distributed import DataParallelOptim
+
+    trainer = prepare_trainer(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    assert isinstance(trainer.objective.optimizer, DataParallelOptim)
+    checked = []
+    step = trainer.objective.svi.step
+    trainer.objective.svi.step = lambda *args, **kwargs: checked.append(is_validation_enabled()) or step(*args, **kwargs)
+    trainer.train_epoch()
+    assert checked == [True] + [False] * (trainer.steps_per_epoch - 1) and trainer.steps_per_epoch > 1
+    assert is_validation_enabled()  # restored after each step
