@@ -17,7 +17,7 @@ def fresh_pyro():
     pyro.clear_param_store()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def demo_dir(tmp_path_factory):
     """A 300-image, 28x28 demo dataset written in the prepared format."""
     out = tmp_path_factory.mktemp("data") / "demo28"

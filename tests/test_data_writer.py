@@ -29,7 +29,7 @@ def _start_cli(root: Path, out: Path, delay: float) -> subprocess.Popen:
     command = [sys.executable, "-c", "from cli.main import app; app()", "prepare", "rsna", "--root", str(root),
                "--out", str(out), "--size", "24", "--workers", "1", "--no-progress"]
     env = {**os.environ, CHUNK_DELAY_ENV: str(delay)}
-    # Its own session, so that the test can check that no worker outlives the killed parent.
+    # Its own process group (setsid), so that the test can check that no worker outlives the killed parent.
     return subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -43,7 +43,7 @@ def _kill_when_logged(process: subprocess.Popen, out: Path, lines: int, timeout:
     process.send_signal(signal.SIGKILL)  # the parent only, as `kill -9 PID` would
     process.wait()
     process.stdout.close()
-    # Workers die with their parent (PR_SET_PDEATHSIG); wait for the whole session to be gone.
+    # Workers die with their parent (PR_SET_PDEATHSIG); wait for the whole process group to be gone.
     deadline = time.monotonic() + 10
     while _alive_in_group(process.pid):
         if time.monotonic() > deadline:
@@ -130,7 +130,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
 
     with pytest.raises(_Interrupt):
         _prepare(tasks, out, interrupted)
-    assert _log_lines(out) == 40  # four whole chunks of ten were logged; the fifth was lost
+    assert _log_lines(out) == 40  # four whole chunks of ten were logged; the chunk in progress was lost
     calls.clear()
 
     def counting(path):

@@ -1,8 +1,8 @@
 """No tracked text file tells the history of the work (which round, sitting or machine a figure came from).
 
 Documents, docstrings and comments state settings, figures and the commit a result ran at. The patterns below
-catch the words that tell the story instead; a few phrases that use such a word for something else (a pytest
-fixture scope, a POSIX process session, a fraction, the chunk of a log) are allowed by their exact text.
+catch the words that tell the story instead; a few phrases that use such a word for something else (a subprocess
+argument, a fraction, a running maximum) are allowed by their exact text.
 """
 
 import re
@@ -39,12 +39,8 @@ HISTORY_PATTERNS = [
 
 #: exact phrases that contain a pattern above but say nothing about the history of the work
 ALLOWED_PHRASES = [
-    'scope="session"',  # pytest fixture scope
     "start_new_session",  # subprocess argument
     "a tenth of",  # a fraction
-    "Its own session, so that the test can check",  # tests/test_data_writer.py: a POSIX process session
-    "wait for the whole session to be gone",  # tests/test_data_writer.py: the same
-    "the fifth was lost",  # tests/test_data_writer.py: the fifth chunk of a log
     "every sixth image is lateral",  # tests/test_data_csv.py: one image in six
     "its best so far",  # a running maximum
     "the report so far",  # the report of the images decoded before the stop
@@ -97,7 +93,7 @@ def test_patterns_catch_history_and_spare_the_allowed_phrases():
     assert history_hits("results of the eleventh sitting on this machine today")
     assert history_hits("as in the previous run, which was earlier")
     assert history_hits("(now the default)") and history_hits("a session later")
-    assert not history_hits('@pytest.fixture(scope="session")\nsubprocess.Popen(..., start_new_session=True)')
+    assert not history_hits("subprocess.Popen(..., start_new_session=True)")
     assert not history_hits("the warm-up, which is a tenth of the paper's run")
     assert not history_hits("the second epoch, the first seed, a rounded value, no longer than it needs")
 
