@@ -18,13 +18,12 @@ ADGM's gain over the baseline on the same seed, in points).
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import shlex
 import sys
 from pathlib import Path
 
-from pyro_adgm.label_curve import mean_sd, run_label_curve, write_rows
+from pyro_adgm.label_curve import finished_row, mean_sd, run_label_curve, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "rsna-1500"
@@ -42,11 +41,9 @@ def prepared(source: Path, out: Path, size: int) -> Path:
 
 
 def read_rows(out: Path) -> list[dict]:
-    rows = []
-    for path in sorted(out.glob("*class/rows.csv")):
-        with open(path, newline="") as handle:
-            rows += [{**row, "task": path.parent.name} for row in csv.DictReader(handle)]
-    return rows
+    """Every finished and tested run's row under ``out`` (``out/TASK/RUN``), the task column added."""
+    return [{**finished_row(evaluation.parent), "task": evaluation.parent.parent.name}
+            for evaluation in sorted(out.glob("*class/*/evaluation-test.json"))]  # fmt: skip
 
 
 def summary_markdown(rows: list[dict], command: str) -> str:
@@ -97,12 +94,10 @@ def main(argv=None) -> list[dict]:
         data = prepared(args.source, args.out, args.size)
         overrides = {"warmup_epochs": args.warmup_epochs, "device": args.device}
         for task in args.tasks:
-            rows = []
             for seed in args.seeds:  # seed by seed, so that a stopped sweep has whole comparisons
                 for n in args.labels:
-                    rows += run_label_curve([n], [seed], args.methods, data=data, task=task, epochs=args.epochs,
-                                            out_dir=args.out / task, config_overrides=overrides, model_options=sizes)  # fmt: skip
-                    write_rows(rows, args.out / task / "rows.csv")
+                    run_label_curve([n], [seed], args.methods, data=data, task=task, epochs=args.epochs,
+                                    out_dir=args.out / task, config_overrides=overrides, model_options=sizes)  # fmt: skip
     everything = read_rows(args.out)
     write_rows(everything, args.out / "rsna_1500.csv", COLUMNS)
     command = (f"python benchmarks/rsna_1500.py --size {args.size} --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
