@@ -31,7 +31,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from data_tools.errors import InputError  # noqa: E402
-from pyro_adgm.config import DEFAULT_LIKELIHOOD, TRAINABLE_LIKELIHOODS, TrainConfig, model_options_for  # noqa: E402
+from pyro_adgm.config import (  # noqa: E402
+    BATCH_MEANS,
+    DEFAULT_LIKELIHOOD,
+    TRAINABLE_LIKELIHOODS,
+    TrainConfig,
+    model_options_for,
+    unlabelled_weight_from_text,
+)
 from pyro_adgm.label_curve import plot_label_curve, run_dir_name, run_label_curve, summarise  # noqa: E402
 from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS  # noqa: E402
 from pyro_adgm.plots import save_figure  # noqa: E402
@@ -103,8 +110,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--beta", type=float, default=TrainConfig.beta,
                         help="weight of the classification term, alpha = beta * (N_l + N_u) / N_l")
-    parser.add_argument("--unlabelled-weight", type=float, default=TrainConfig.unlabelled_weight,
-                        help="the ADGM's unlabelled-term weight at the end of its ramp (1: J^alpha)")
+    parser.add_argument("--unlabelled-weight", type=unlabelled_weight_from_text, default=TrainConfig.unlabelled_weight,
+                        help=f"the ADGM's unlabelled-term weight at the end of its ramp: {BATCH_MEANS} (N_l / N_u) or a number (1: J^alpha)")
     parser.add_argument("--weight-average-decay", type=float, default=TrainConfig.weight_average_decay,
                         help="per-step decay of the evaluated weight average (0: the raw weights)")
     parser.add_argument("--augment-probability", type=float, default=TrainConfig.augment_probability,
@@ -140,7 +147,7 @@ def main(argv=None) -> list[dict]:
             parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = (f"python benchmarks/label_sweep.py --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
-               f"--batch-size {args.batch_size} --beta {args.beta:g} {f'--unlabelled-weight {args.unlabelled_weight:g} ' if args.unlabelled_weight != 1 else ''}--weight-average-decay {args.weight_average_decay:g} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--likelihood {args.likelihood} ' if args.likelihood != DEFAULT_LIKELIHOOD else ''}{f'--test-from-train {args.test_from_train} ' if args.test_from_train else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
+               f"--batch-size {args.batch_size} --beta {args.beta:g} {f'--unlabelled-weight {args.unlabelled_weight} ' if args.unlabelled_weight != TrainConfig.unlabelled_weight else ''}--weight-average-decay {args.weight_average_decay:g} --augment-probability {args.augment_probability:g} {f'--class-prior {shlex.quote(args.class_prior)} ' if args.class_prior else ''}--label-weights {args.label_weights} {f'--likelihood {args.likelihood} ' if args.likelihood != DEFAULT_LIKELIHOOD else ''}{f'--test-from-train {args.test_from_train} ' if args.test_from_train else ''}--seeds {' '.join(map(str, args.seeds))} --out {args.out}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         data, demo = None, {"n_images": 150, "image_size": 28, "seed": 0}

@@ -20,9 +20,9 @@ downloaded)::
 Defaults follow the authors' released code where it says (Adam, learning rate 3e-4, betas (0.9, 0.999), 100
 labelled + 100 unlabelled images per step, each batch weighing the same, no KL warm-up) with beta 0.1 (alpha =
 beta * N / N_l = 50); the weight average (decay 0.999) is evaluated. Batches that weigh the same are J^alpha with
-the unlabelled term weighted by N_l / N_u (``--unlabelled-weight balanced``, the default; the authors' mean over
+the unlabelled term weighted by N_l / N_u (``--unlabelled-weight batch-means``, the default, as for every run; the authors' mean over
 each batch is that times a constant, which Adam's steps do not feel). Validation accuracy after 6 epochs in a
-settings trial without the weight average (BENCHMARKS.md, "MNIST"): balanced beta 0.1: 84.1%, balanced beta 1:
+settings trial without the weight average (BENCHMARKS.md, "MNIST"): batch-means beta 0.1: 84.1%, batch-means beta 1:
 82.8%, J^alpha (``--unlabelled-weight 1``) beta 1: 69.6%, beta 10: 74.2%.
 Two CPU hours on a 2-core machine, one thread (BENCHMARKS.md): **97.44% test accuracy** (2.56% error, 66
 epochs) with ``--pixels grey --augment 1``: every training digit scaled, shifted and rotated at random at
@@ -47,6 +47,7 @@ import torch
 
 from data_tools.dataset import labelled_subset
 from pyro_adgm import ADGM, TrainConfig, Trainer, TrainingData
+from pyro_adgm.config import BATCH_MEANS, unlabelled_weight_from_text
 from pyro_adgm.evaluation import classification_report, predict_proba
 from pyro_adgm.metrics_file import read_metrics, training_seconds
 
@@ -98,20 +99,12 @@ def build_model(*, a_dim: int = 100, z_dim: int = 100, hidden: tuple[int, ...] =
                 hidden=hidden, dropout=0.0, batch_norm=batch_norm)  # fmt: skip
 
 
-def unlabelled_weight(args: argparse.Namespace, data: TrainingData) -> float:
-    """``--unlabelled-weight`` as a number: ``balanced`` is N_l / N_u."""
-    if args.unlabelled_weight == "balanced":
-        return len(data.labelled_labels) / len(data.unlabelled_images)
-    return float(args.unlabelled_weight)
-
-
-def training_config(args: argparse.Namespace, epochs: int, weight: float = 1.0) -> TrainConfig:
-    """The trainer's settings for the parsed options (``weight``: the unlabelled term's, see
-    :func:`unlabelled_weight`): no augmentation unless ``--augment P`` (then each training image is
+def training_config(args: argparse.Namespace, epochs: int) -> TrainConfig:
+    """The trainer's settings for the parsed options: no augmentation unless ``--augment P`` (then each training image is
     scaled/shifted/rotated with probability P, never mirrored); pixels binarised at every step unless
     ``--pixels grey``."""
     return TrainConfig(task="mnist", labels_per_class=args.labels_per_class, epochs=epochs, batch_size=args.batch_size,
-                       warmup_epochs=args.warmup_epochs, beta=args.beta, unlabelled_weight=weight,
+                       warmup_epochs=args.warmup_epochs, beta=args.beta, unlabelled_weight=args.unlabelled_weight,
                        lr=args.lr, device=args.device, seed=args.seed, augment="device" if args.augment > 0 else "none",
                        augment_probability=args.augment if args.augment > 0 else TrainConfig.augment_probability,
                        augment_flip=False, binarize=args.pixels == "binarised",
@@ -130,8 +123,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--beta", type=float, default=0.1, help="weight of the classification term, alpha = beta * N / N_l")
     parser.add_argument("--hours", type=float, default=None,
                         help="stop before an epoch that would take the training time past this (over resumes too)")
-    parser.add_argument("--unlabelled-weight", default="balanced",
-                        help="the unlabelled term's weight: a number (1: J^alpha, each image counting once), or balanced: "
+    parser.add_argument("--unlabelled-weight", default=BATCH_MEANS,
+                        help="the unlabelled term's weight: a number (1: J^alpha, each image counting once), or batch-means: "
                              "N_l / N_u, so that a step's unlabelled batch weighs as much as its labelled batch (the authors' code)")
     parser.add_argument("--a-dim", type=int, default=100, help="size of the auxiliary variable a")
     parser.add_argument("--z-dim", type=int, default=100, help="size of the latent variable z")
@@ -152,11 +145,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0.0 <= args.augment <= 1.0:
         parser.error(f"--augment: expected a probability in [0, 1], got {args.augment:g}")
-    if args.unlabelled_weight != "balanced":
-        try:
-            float(args.unlabelled_weight)
-        except ValueError:
-            parser.error(f"--unlabelled-weight: expected a number or balanced, got {args.unlabelled_weight!r}")
+    try:
+        args.unlabelled_weight = unlabelled_weight_from_text(args.unlabelled_weight)
+    except ValueError as error:
+        parser.error(f"--unlabelled-weight: {error}")
     return args
 
 
@@ -179,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = build_model(a_dim=args.a_dim, z_dim=args.z_dim, hidden=tuple(args.hidden), batch_norm=not args.no_batch_norm,
                             pixels=args.pixels)  # fmt: skip
         epochs = args.epochs
-    config = training_config(args, epochs, unlabelled_weight(args, data))
+    config = training_config(args, epochs)
     resume = args.resume and (args.out / "last.pt").exists()
     if not resume and (args.out / "last.pt").exists():
         raise SystemExit(f"{args.out}: already holds a run; continue it with --resume or choose another --out")

@@ -174,7 +174,7 @@ def check_same_training(saved: dict, config: TrainConfig, run_dir: Path) -> None
 
 
 def shown(value) -> str:
-    return str(value) if isinstance(value, bool) else f"{value:g}"
+    return str(value) if isinstance(value, bool | str) else f"{value:g}"
 
 
 def same_setting(have, want) -> bool:

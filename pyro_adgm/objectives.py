@@ -35,7 +35,7 @@ from pyro.infer import SVI, TraceEnum_ELBO
 
 from data_tools.errors import InputError
 from pyro_adgm import distributed
-from pyro_adgm.config import TrainConfig
+from pyro_adgm.config import BATCH_MEANS, TrainConfig
 from pyro_adgm.distributed import DataParallelOptim
 from pyro_adgm.evaluation import to_float_images
 from pyro_adgm.likelihoods import bits_per_dim
@@ -111,6 +111,14 @@ class Objective:
         raise NotImplementedError
 
 
+def resolved_unlabelled_weight(setting: float | str, sizes: DataSizes) -> float:
+    """The unlabelled term's final weight: ``setting`` itself, or N_l / N_u for ``batch-means`` (1 without
+    unlabelled images, where the term is absent)."""
+    if setting == BATCH_MEANS:
+        return sizes.labelled / sizes.unlabelled if sizes.unlabelled else 1.0
+    return float(setting)
+
+
 class ADGMObjective(Objective):
     """J^alpha over a labelled and an unlabelled batch, each plate sized to the images it stands for, by SVI."""
 
@@ -118,6 +126,7 @@ class ADGMObjective(Objective):
         super().__init__(model, config, sizes)
         self.alpha = config.beta * (sizes.labelled + sizes.unlabelled) / sizes.labelled
         self.images = sizes.labelled + sizes.unlabelled  # the images a step's loss stands for
+        self.unlabelled_weight = resolved_unlabelled_weight(config.unlabelled_weight, sizes)
         pyro.clear_param_store()
         optimizer = (pyro.optim.AdamW if config.decoupled_weight_decay else pyro.optim.Adam)(self.optimizer_settings)
         self.optimizer = DataParallelOptim(optimizer)  # the ranks of the run the trainer's process joined, if any
@@ -133,9 +142,9 @@ class ADGMObjective(Objective):
                 "weight_decay": 0.0 if prior else self.config.weight_decay}  # fmt: skip
 
     def weights(self, progress: float) -> tuple[float, float]:
-        """The KL weight and the unlabelled term's weight (its ramp times ``unlabelled_weight``) at ``progress``."""
+        """The KL weight and the unlabelled term's weight (its ramp times the resolved ``unlabelled_weight``) at ``progress``."""
         cfg = self.config
-        return linear_ramp(progress, cfg.warmup_epochs), cfg.unlabelled_weight * linear_ramp(progress, cfg.resolved_unlabelled_warmup())
+        return linear_ramp(progress, cfg.warmup_epochs), self.unlabelled_weight * linear_ramp(progress, cfg.resolved_unlabelled_warmup())
 
     def train_metrics(self, progress: float) -> dict:
         kl_weight, unlabelled_weight = self.weights(progress)

@@ -46,7 +46,7 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
     with pytest.raises(InputError, match="holds a run with model learn_class_prior = False, not the True asked for"):
         load("label_sweep").main(["--quick", "--methods", "adgm", "--class-prior", "learned", "--out", str(tmp_path)])
     # nor the full-unlabelled-term runs as runs with a smaller final weight; the baseline, which has none, is reused
-    with pytest.raises(InputError, match="holds a run trained with unlabelled_weight = 1, not the 0.1 asked for"):
+    with pytest.raises(InputError, match="holds a run trained with unlabelled_weight = batch-means, not the 0.1 asked for"):
         load("label_sweep").main(["--quick", "--unlabelled-weight", "0.1", "--out", str(tmp_path)])
     baseline = Path(next(r["run_dir"] for r in rows if r["method"] == "supervised")) / "report.json"
     written = baseline.stat().st_mtime_ns
@@ -221,3 +221,40 @@ def test_generation_accuracy_quick_classifies_every_generated_image():
     per_class = list(result["per_class_accuracy"].values())
     assert result["accuracy"] == pytest.approx(sum(per_class) / 2)
     assert all(0.0 <= v <= 1.0 for v in per_class) and 0.0 < result["mean_requested_probability"] < 1.0
+
+
+def test_label_weight_quick_weighs_the_batches_alike(tmp_path):
+    """batch-means runs with unlabelled_weight N_l / N_u of its own label draw; beta-10 with beta 10."""
+    rows = {r["setting"]: r for r in load("label_weight").main(["--quick", "--out", str(tmp_path)])}
+    assert set(rows) == {"batch-means", "beta-10"}
+    with open(tmp_path / "label_weight.csv", newline="") as handle:
+        written = {r["setting"]: r for r in csv.DictReader(handle)}
+    # 3 labels per class of 2 classes, the other 114 of the demo's 120 training images unlabelled
+    assert float(written["batch-means"]["unlabelled_weight"]) == pytest.approx(6 / 114)
+    assert float(written["batch-means"]["beta"]) == 1.0
+    assert (float(written["beta-10"]["unlabelled_weight"]), float(written["beta-10"]["beta"])) == (1.0, 10.0)
+    saved = json.loads((Path(rows["batch-means"]["run_dir"]) / "config.json").read_text())["train"]
+    assert saved["unlabelled_weight"] == pytest.approx(6 / 114)
+
+
+def test_label_weight_summary_pairs_each_setting_with_the_baseline_of_its_seed(tmp_path):
+    """The J^alpha rows come from ablation.csv's defaults (PneumoniaMNIST) and rsna_1500.csv's adgm rows, a sum run
+    of the script replaces the row of its seed, and each gain is against the supervised run of the same seed."""
+    module = load("label_weight")
+    ablation = "setting,method,labels_per_class,seed,val_accuracy,final_val_accuracy,test_accuracy,test_roc_auc\n" \
+        "supervised,supervised,10,0,0.80,0.7,0.81,0.9\nsupervised,supervised,10,1,0.70,0.7,0.71,0.9\n" \
+        "defaults,adgm,10,0,0.85,0.8,0.86,0.9\n+adamw,adgm,10,0,0.99,0.9,0.99,0.9\n"  # fmt: skip
+    rsna = "task,method,labels_per_class,seed,val_accuracy,final_val_accuracy,test_accuracy,test_roc_auc\n" \
+        "2class,supervised,25,0,0.70,0.6,0.72,0.7\n2class,adgm,25,0,0.50,0.5,0.50,0.6\n"  # fmt: skip
+    ours = "data,setting,method,labels_per_class,seed,val_accuracy,final_val_accuracy,test_accuracy,test_roc_auc\n" \
+        "pneumoniamnist,batch-means,adgm,10,0,0.81,0.8,0.83,0.9\npneumoniamnist,batch-means,adgm,10,1,0.73,0.7,0.74,0.9\n" \
+        "rsna-2class,sum,adgm,25,0,0.60,0.6,0.62,0.6\n"  # fmt: skip
+    (tmp_path / "ablation.csv").write_text(ablation)
+    (tmp_path / "rsna_1500.csv").write_text(rsna)
+    (tmp_path / "label_weight.csv").write_text(ours)
+    table = module.summary_markdown(module.comparison_rows(tmp_path / "label_weight.csv", tmp_path)).splitlines()
+    assert "| pneumoniamnist | 10 | sum | 1 | 0.850 | 0.800 | +5.0 | 0.860 | +5.0 | 0.900 |" in table
+    assert "| pneumoniamnist | 10 | batch-means | 2 | 0.770 ± 0.057 | 0.750 ± 0.071 | +2.0 ± 1.4 | 0.785 ± 0.064 | +2.5 ± 0.7 | 0.900 ± 0.000 |" in table
+    assert "| rsna-2class | 25 | sum | 1 | 0.600 | 0.600 | -10.0 | 0.620 | -10.0 | 0.600 |" in table  # the script's run
+    assert not any("+adamw" in line for line in table)
+    assert "| sum | 2 | -2.5 | -10.0 | +5.0 |" in table and "| batch-means | 1 | +2.0 | +2.0 | +2.0 |" in table

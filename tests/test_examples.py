@@ -145,12 +145,16 @@ def test_mnist_augment_option_transforms_digits_without_mirroring(tmp_path):
     assert centre_of_mass.max() < 13.5  # every bar stays left of the centre (13.5): it starts at 9.5, shifts at most 1.4 px, plus scale/rotation
 
 
-def test_mnist_balanced_weighting_is_the_unlabelled_weight_n_l_over_n_u():
+def test_mnist_batch_means_weighting_is_the_unlabelled_weight_n_l_over_n_u():
+    from pyro_adgm.objectives import DataSizes, resolved_unlabelled_weight
+
     example = load_example("mnist_100_labels")
     data = example.mnist_training_data(torch.zeros((600, 28, 28), dtype=torch.uint8), torch.arange(600) % 10, 3, seed=0,
                                        train_size=500, val_size=100)  # fmt: skip
-    assert example.unlabelled_weight(example.parse_args([]), data) == pytest.approx(30 / 470)
-    assert example.unlabelled_weight(example.parse_args(["--unlabelled-weight", "1"]), data) == 1.0
+    sizes = DataSizes(len(data.labelled_labels), len(data.unlabelled_images))
+    default = example.training_config(example.parse_args([]), epochs=1).unlabelled_weight
+    assert resolved_unlabelled_weight(default, sizes) == pytest.approx(30 / 470)
+    assert example.training_config(example.parse_args(["--unlabelled-weight", "1"]), epochs=1).unlabelled_weight == 1.0
     with pytest.raises(SystemExit):
         example.parse_args(["--unlabelled-weight", "heavy"])
 

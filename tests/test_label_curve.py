@@ -82,14 +82,16 @@ def test_a_run_trained_with_another_beta_or_unlabelled_weight_is_refused():
     saved = {"train": {"beta": 1.0, "unlabelled_weight": 0.25, "decoupled_weight_decay": True}}
     check_same_training(saved, TrainConfig(beta=1.0, unlabelled_weight=0.25), RUN)
     with pytest.raises(InputError, match="trained with unlabelled_weight = 0.25, not the 1 asked for"):
-        check_same_training(saved, TrainConfig(), RUN)
+        check_same_training(saved, TrainConfig(unlabelled_weight=1.0), RUN)
+    with pytest.raises(InputError, match="trained with unlabelled_weight = 0.25, not the batch-means asked for"):
+        check_same_training(saved, TrainConfig(), RUN)  # the default: N_l / N_u of the run's own draw
     with pytest.raises(InputError, match="trained with beta = 1, not the 10 asked for"):
         check_same_training(saved, TrainConfig(beta=10, unlabelled_weight=0.25), RUN)
     # saved before the fields existed: such a run had the full unlabelled term and Adam's coupled decay
     with pytest.raises(InputError, match="unlabelled_weight = 1, not the 0.5"):
         check_same_training({"train": {"beta": 1.0, "decoupled_weight_decay": True}}, TrainConfig(unlabelled_weight=0.5), RUN)
     with pytest.raises(InputError, match="decoupled_weight_decay = False, not the True"):
-        check_same_training({"train": {"beta": 1.0}}, TrainConfig(), RUN)
+        check_same_training({"train": {"beta": 1.0}}, TrainConfig(unlabelled_weight=1.0), RUN)
 
 
 def test_the_supervised_baseline_is_reused_whatever_the_unlabelled_weight():

@@ -200,3 +200,15 @@ def test_learned_class_prior_is_in_the_bound_and_only_unlabelled_images_train_it
     assert labelled.item() == pytest.approx(-(bound_l.sum() * 60 / 6).item(), rel=1e-5)
     (grad_l,) = torch.autograd.grad(labelled, model.class_prior_logits, allow_unused=True)
     assert grad_l is None or torch.count_nonzero(grad_l) == 0  # labels are drawn N per class: no say in pi
+
+
+def test_batch_means_weighs_the_unlabelled_term_by_n_l_over_n_u():
+    """The default unlabelled_weight, batch-means, ends the ramp at N_l / N_u: the step's labelled and unlabelled
+    batch means then weigh alike. A number is taken as it is; without unlabelled images the weight is moot (1)."""
+    from pyro_adgm.config import TrainConfig
+    from pyro_adgm.objectives import DataSizes, resolved_unlabelled_weight
+
+    assert TrainConfig().unlabelled_weight == "batch-means"
+    assert resolved_unlabelled_weight("batch-means", DataSizes(30, 400)) == pytest.approx(30 / 400)
+    assert resolved_unlabelled_weight(0.5, DataSizes(30, 400)) == 0.5
+    assert resolved_unlabelled_weight("batch-means", DataSizes(30, 0)) == 1.0

@@ -222,6 +222,21 @@ def test_unlabelled_weight_ramps_to_the_final_weight_asked_for(tmp_path):
     assert [k["kl_weight"] for k in seen][-1] == 1.0  # the KL warm-up is not capped
 
 
+def test_the_default_unlabelled_weight_ends_at_n_l_over_n_u(tmp_path):
+    """batch-means (the default): past the ramp each step's unlabelled term weighs N_l / N_u of the run's data,
+    and metrics.csv records that weight."""
+    config = tiny_config(epochs=1, warmup_epochs=0.5)
+    trainer = prepare_trainer(config, demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    n_l, n_u = len(trainer.data.labelled_labels), len(trainer.data.unlabelled_images)
+    seen = []
+    step = trainer.objective.svi.step
+    trainer.objective.svi.step = lambda *args, **kwargs: seen.append(kwargs) or step(*args, **kwargs)
+    trainer.fit()
+    assert seen[-1]["unlabelled_weight"] == pytest.approx(n_l / n_u) and n_l < n_u
+    with open(tmp_path / "run" / "metrics.csv", newline="") as handle:
+        assert float(list(csv.DictReader(handle))[-1]["unlabelled_weight"]) == pytest.approx(n_l / n_u, rel=1e-4)
+
+
 @pytest.mark.parametrize("weight", [0.0, -1.0, float("nan")])
 def test_a_non_positive_unlabelled_weight_is_a_clear_error(tmp_path, weight):
     with pytest.raises(InputError, match="unlabelled_weight: expected (a value above 0|a finite number), got"):
