@@ -1,10 +1,10 @@
-"""How much the labels weigh against the unlabelled term: the defaults' J^alpha against two heavier label weights.
+"""How much the labels weigh against the unlabelled term: J^alpha against two heavier label weights.
 
-Settings (each an ADGM run; the defaults' and the baseline's rows come from ``benchmarks/results/ablation.csv``
-and ``benchmarks/results/rsna_1500.csv``, which ran the same protocol):
+Settings (each an ADGM run; J^alpha's and the baseline's rows come from ``benchmarks/results/ablation.csv``
+and ``benchmarks/results/rsna_1500.csv`` too, which ran the same protocol):
 
-- ``batch-means``: each step's labelled and unlabelled batch means weighed equally, as the paper's published
-  code does: ``unlabelled_weight`` N_l / N_u (N_l labelled, N_u unlabelled training images), so that the labelled
+- ``batch-means`` (the default): each step's labelled and unlabelled batch means weighed equally, as the paper's
+  published code does: ``unlabelled_weight`` N_l / N_u (N_l labelled, N_u unlabelled training images), so that the labelled
   bounds and the classification term together weigh as much as the unlabelled bounds;
 - ``beta-10``: the classification term ten times heavier (alpha = 10 (N_l + N_u) / N_l);
 - ``sum``: J^alpha as the paper's equation writes it, each image counted once (``unlabelled_weight`` 1).
@@ -36,30 +36,15 @@ sys.path.insert(0, str(ROOT))
 from label_sweep import DEFAULT_NPZ, prepared_dataset  # noqa: E402
 from rsna_1500 import DEFAULT_SOURCE, prepared  # noqa: E402
 
+from pyro_adgm.config import BATCH_MEANS  # noqa: E402
 from pyro_adgm.label_curve import finished_row, mean_sd, run_label_curve, write_rows  # noqa: E402
-from pyro_adgm.runs import build_training_data, open_dataset  # noqa: E402
 
-SETTINGS = ("batch-means", "beta-10", "sum")
+#: setting -> the TrainConfig fields it sets
+SETTINGS = {"batch-means": {"unlabelled_weight": BATCH_MEANS}, "beta-10": {"beta": 10.0, "unlabelled_weight": 1.0},
+            "sum": {"unlabelled_weight": 1.0}}  # fmt: skip
 DATA = {"pneumoniamnist": ("2class", (10, 100)), "rsna-2class": ("2class", (25, 100)), "rsna-3class": ("3class", (25, 100))}
 COLUMNS = ("data", "setting", "method", "labels_per_class", "seed", "unlabelled_weight", "beta", "val_accuracy",
            "final_val_accuracy", "test_accuracy", "test_roc_auc", "seconds", "run_dir")  # fmt: skip
-
-
-def labelled_share(data, demo, task: str, labels_per_class: int, seed: int) -> float:
-    """N_l / N_u of the label draw that a run with these settings trains on."""
-    split = build_training_data(open_dataset(data, demo), task, labels_per_class, seed=seed)
-    return len(split.labelled_labels) / len(split.unlabelled_images)
-
-
-def setting_overrides(setting: str, data, demo, task: str, labels_per_class: int, seed: int) -> dict:
-    """The TrainConfig fields that ``setting`` changes for one run."""
-    if setting == "batch-means":
-        return {"unlabelled_weight": labelled_share(data, demo, task, labels_per_class, seed)}
-    if setting == "beta-10":
-        return {"beta": 10.0, "unlabelled_weight": 1.0}
-    if setting == "sum":
-        return {"unlabelled_weight": 1.0}
-    raise ValueError(f"unknown setting {setting!r}; expected one of {', '.join(SETTINGS)}")
 
 
 def read_rows(out: Path) -> list[dict]:
@@ -141,7 +126,7 @@ def summary_markdown(rows: list[dict]) -> str:
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=list(DATA), choices=list(DATA))
-    parser.add_argument("--settings", nargs="+", default=["batch-means", "beta-10"], choices=SETTINGS)
+    parser.add_argument("--settings", nargs="+", default=["batch-means", "beta-10"], choices=list(SETTINGS))
     parser.add_argument("--labels", type=int, nargs="+", help="labels per class (default: the data's two counts)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=12)
@@ -178,9 +163,8 @@ def main(argv=None) -> list[dict]:
         for seed in args.seeds:
             for n in args.labels or counts:
                 for setting in args.settings:
-                    extra = setting_overrides(setting, data, demo, task, n, seed)
                     run_label_curve([n], [seed], ["adgm"], data=data, demo=demo, task=task, epochs=args.epochs,
-                                    out_dir=args.out / name / setting, config_overrides={**overrides, **extra},
+                                    out_dir=args.out / name / setting, config_overrides={**overrides, **SETTINGS[setting]},
                                     model_options=sizes)  # fmt: skip
     rows = read_rows(args.out)
     write_rows(rows, args.out / "label_weight.csv", COLUMNS)

@@ -5,7 +5,7 @@ class) and 300 unlabelled ones in class shares 0.6 / 0.3 / 0.1, p(y) fixed and u
 reports the classes' shares of the unlabelled images' predictions, the labelled images' training accuracy and
 the validation accuracy of the last epoch. ``defaults`` weighs each step's labelled batch as its unlabelled
 batch, as the paper's published code does (the unlabelled weight N_l / N_u); ``sum`` is J^alpha with each image
-counted once (the unlabelled weight 1).
+counted once (the unlabelled weight 1), and the other ADGM settings change one thing of ``sum``.
 
     OMP_NUM_THREADS=1 python benchmarks/labels_drowned.py --out runs/labels-drowned
     python benchmarks/labels_drowned.py --settings defaults --epochs 1 --out /tmp/drowned   # a test runs it
@@ -33,14 +33,15 @@ from pyro_adgm.runs import model_options_for  # noqa: E402
 from pyro_adgm.training import TrainConfig, Trainer  # noqa: E402
 
 LABELLED, UNLABELLED = 60, 300
-#: name -> (ADGM keyword arguments, TrainConfig fields) over the test's run
+#: name -> (ADGM keyword arguments, TrainConfig fields) over the test's run; the changes but ``defaults`` are
+#: made to J^alpha (``sum``: the unlabelled weight 1)
 SETTINGS = {
     "defaults": ({}, {}),
-    "discretized-logistic": ({"likelihood": "discretized-logistic"}, {}),
+    "sum": ({}, {"unlabelled_weight": 1.0}),
+    "discretized-logistic": ({"likelihood": "discretized-logistic"}, {"unlabelled_weight": 1.0}),
     "unlabelled-weight-0.001": ({}, {"unlabelled_weight": 0.001}),
     "supervised": ({}, {"method": "supervised"}),
-    "beta-30": ({}, {"beta": 30.0}),
-    "sum": ({}, {"unlabelled_weight": 1.0}),
+    "beta-30": ({}, {"beta": 30.0, "unlabelled_weight": 1.0}),
 }
 COLUMNS = ("setting", "share_normal", "share_opacity", "share_not_normal", "train_accuracy", "val_accuracy")
 

@@ -224,17 +224,21 @@ def test_generation_accuracy_quick_classifies_every_generated_image():
 
 
 def test_label_weight_quick_weighs_the_batches_alike(tmp_path):
-    """batch-means runs with unlabelled_weight N_l / N_u of its own label draw; beta-10 with beta 10."""
+    """batch-means runs with the default unlabelled weight, beta-10 with beta 10 and the weight 1; the trainer
+    resolves batch-means to N_l / N_u (tests/test_training.py)."""
     rows = {r["setting"]: r for r in load("label_weight").main(["--quick", "--out", str(tmp_path)])}
     assert set(rows) == {"batch-means", "beta-10"}
     with open(tmp_path / "label_weight.csv", newline="") as handle:
         written = {r["setting"]: r for r in csv.DictReader(handle)}
-    # 3 labels per class of 2 classes, the other 114 of the demo's 120 training images unlabelled
-    assert float(written["batch-means"]["unlabelled_weight"]) == pytest.approx(6 / 114)
+    assert written["batch-means"]["unlabelled_weight"] == "batch-means"
     assert float(written["batch-means"]["beta"]) == 1.0
     assert (float(written["beta-10"]["unlabelled_weight"]), float(written["beta-10"]["beta"])) == (1.0, 10.0)
     saved = json.loads((Path(rows["batch-means"]["run_dir"]) / "config.json").read_text())["train"]
-    assert saved["unlabelled_weight"] == pytest.approx(6 / 114)
+    assert saved["unlabelled_weight"] == "batch-means"
+    with open(Path(rows["batch-means"]["run_dir"]) / "metrics.csv", newline="") as handle:
+        # 3 labels per class of 2 classes, the other 114 of the demo's 120 training images unlabelled; one epoch
+        # of the 8-epoch ramp
+        assert float(next(csv.DictReader(handle))["unlabelled_weight"]) == pytest.approx(6 / 114 / 8, rel=1e-4)
 
 
 def test_label_weight_summary_pairs_each_setting_with_the_baseline_of_its_seed(tmp_path):
