@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from pyro import poutine
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from pyro_adgm.model import ADGM
@@ -28,6 +29,47 @@ def predict_proba(model: ADGM, images: torch.Tensor, *, batch_size: int = 256, d
     if not out:
         return np.zeros((0, model.num_classes), dtype=np.float32)
     return torch.cat(out).numpy()
+
+
+def class_bounds(model: ADGM, images: torch.Tensor, *, samples: int = 4, batch_size: int = 256,
+                 device: torch.device | str = "cpu", seed: int = 0) -> np.ndarray:  # fmt: skip
+    """The bound on log p(x, y) of every image for every class, in nats: (N, K) for uint8 images (N, S, S).
+
+    Row i, column k is the ELBO of image i labelled k, log p(x,y,a,z) - log q(a,z|x,y) with the model's own
+    Pyro programs (``model.model`` with y observed, ``model.guide``), averaged over ``samples`` draws of a
+    and z in eval mode (no dropout). The classes of one draw share a ~ q(a|x) and the standard-normal noise of
+    z, as in training. This is what the unlabelled term compares: its optimal q(y|a,x) is the model's posterior
+    softmax over k of these bounds (which include log p(y)), so the argmax of a row is the class that the
+    unlabelled images teach the classifier. Seeded; the global random state is left as it was.
+    """
+    images = torch.as_tensor(images)
+    out = []
+    with model.evaluating(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, images.shape[0], batch_size):
+            x = to_float_images(images[start : start + batch_size].to(device))
+            batch = x.shape[0]
+            x = x.repeat(samples, 1, 1, 1)  # draw d of image i at row d * batch + i
+            labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            a = poutine.trace(model.guide).get_trace(x, labels).nodes["a"]["value"]
+            z_noise_seed = int(torch.randint(2**62, ()))
+            bounds = []
+            for k in range(model.num_classes):
+                torch.manual_seed(z_noise_seed)  # the same noise for z under every class
+                guide = poutine.trace(poutine.condition(model.guide, data={"a": a})).get_trace(x, labels + k)
+                latents = {"a": a, "z": guide.nodes["z"]["value"]}
+                joint = poutine.trace(poutine.condition(model.model, data=latents)).get_trace(x, labels + k)
+                bounds.append(per_image_log_prob(joint) - per_image_log_prob(guide))
+            out.append(torch.stack(bounds, -1).reshape(samples, batch, model.num_classes).mean(0).cpu())
+    if not out:
+        return np.zeros((0, model.num_classes), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def per_image_log_prob(trace) -> torch.Tensor:
+    """The sum of a trace's sample sites' log densities per image (B,), observed sites included."""
+    trace.compute_log_prob()
+    return sum(site["log_prob"] for site in trace.nodes.values() if site["type"] == "sample")
 
 
 def classification_report(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict:

@@ -262,3 +262,14 @@ def test_label_weight_summary_pairs_each_setting_with_the_baseline_of_its_seed(t
     assert "| rsna-2class | 25 | sum | 1 | 0.600 | 0.600 | -10.0 | 0.620 | -10.0 | 0.600 |" in table  # the script's run
     assert not any("+adamw" in line for line in table)
     assert "| sum | 2 | -2.5 | -10.0 | +5.0 |" in table and "| batch-means | 1 | +2.0 | +2.0 | +2.0 |" in table
+
+
+def test_bound_classifier_quick_measures_each_checkpoint_once(tmp_path):
+    module = load("bound_classifier")
+    rows = module.main(["--quick", "--out", str(tmp_path)])
+    assert [r["checkpoint"] for r in rows] == ["best", "last"]
+    for row in rows:
+        assert row["images"] == 15 and 0 <= row["q_accuracy"] <= 1 and 0 <= row["bound_accuracy"] <= 1
+        assert row["median_gap_nats"] >= 0
+    again = module.main([rows[0]["run_dir"], "--out", str(tmp_path)])  # finished rows are read back, not measured
+    assert len(again) == 2 and (tmp_path / "bound_classifier.md").read_text().count("| demo | defaults | 3 |") == 2

@@ -1,0 +1,127 @@
+"""Does the bound classify? What the unlabelled term teaches q(y|a,x), measured on trained ADGMs.
+
+For an unlabelled image the ADGM's objective is E_q(y|a,x)[ELBO(x, y)] + H(q(y|a,x)), whose best q(y|a,x) is
+the model's own posterior softmax_y ELBO(x, y) (the bound includes log p(y)). So the unlabelled images pull
+the classifier towards the class whose bound is highest: when that class is the true one more often than
+q(y|a,x) is right, the unlabelled term has accuracy to give; when it is right less often, it can only take
+accuracy away. For every checkpoint (``best.pt`` chosen on ``val`` and ``last.pt``) of the run folders given,
+on ``val``: the accuracy of q(y|a,x), the accuracy of argmax_y ELBO(x, y) (:func:`pyro_adgm.evaluation.class_bounds`,
+4 draws of a and z), how often the two agree, and the median gap in nats between a row's two highest bounds.
+
+Run folders as ``label_weight.py`` writes them (``OUT/DATA/SETTING/adgm-Nlabels-seedS``): the data and setting
+are read from the path. Writes ``OUT/bound_classifier.csv`` (one row per checkpoint; finished rows are kept and
+not measured again) and ``OUT/bound_classifier.md`` (mean ± sd over seeds).
+
+    OMP_NUM_THREADS=1 python benchmarks/bound_classifier.py runs/label-weight/*/*/adgm-* --out benchmarks/results
+    python benchmarks/bound_classifier.py --quick --out /tmp/bound-classifier    # a 1-epoch demo run; a test runs it
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyro_adgm import runs
+from pyro_adgm.checkpoint import atomic_write_text
+from pyro_adgm.evaluation import class_bounds, predict_proba
+from pyro_adgm.label_curve import mean_sd, write_rows
+
+COLUMNS = ("data", "setting", "labels_per_class", "seed", "checkpoint", "epoch", "images", "q_accuracy",
+           "bound_accuracy", "agreement", "median_gap_nats", "bound_majority_share", "run_dir")  # fmt: skip
+SAMPLES = 4
+
+
+def measure(checkpoint: Path, data: str, setting: str) -> dict:
+    """One row: q(y|a,x) against argmax_y ELBO(x, y) on the ``val`` split of the checkpoint's data."""
+    model, state = runs.load_model(checkpoint, "cpu")
+    images, labels, _, _ = runs.checkpoint_split(state, "val", model.image_size)
+    q = predict_proba(model, images).argmax(1)
+    bounds = class_bounds(model, images, samples=SAMPLES, seed=0)
+    by_bound = bounds.argmax(1)
+    top_two = np.sort(bounds, 1)[:, -2:]
+    config = state["train_config"]
+    return {"data": data, "setting": setting, "labels_per_class": config["labels_per_class"], "seed": config["seed"],
+            "checkpoint": checkpoint.stem, "epoch": state.get("epoch"), "images": len(labels),
+            "q_accuracy": round(float((q == labels).mean()), 4), "bound_accuracy": round(float((by_bound == labels).mean()), 4),
+            "agreement": round(float((q == by_bound).mean()), 4),
+            "median_gap_nats": round(float(np.median(top_two[:, 1] - top_two[:, 0])), 2),
+            "bound_majority_share": round(float(np.bincount(by_bound, minlength=model.num_classes).max() / len(labels)), 4),
+            "run_dir": str(checkpoint.parent)}  # fmt: skip
+
+
+def cell(members: list[dict], field: str, scale: float = 1.0, digits: int = 3, signed: bool = False) -> str:
+    """Mean ± sd of a field over the runs of a row of the table."""
+    mean, sd, _ = mean_sd([float(m[field]) * scale for m in members])
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    return text if sd is None else f"{text} ± {sd:.{digits}f}"
+
+
+def summary_markdown(rows: list[dict], command: str) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = (row["data"], row["setting"], int(row["labels_per_class"]), row["checkpoint"])
+        groups.setdefault(key, []).append(row)
+    lines = [f"`{command}`", "", "| data | setting | labels/class | checkpoint | runs | q(y\\|a,x) val accuracy | "
+             "argmax_y ELBO val accuracy | bound − q (points) | agreement | median gap (nats) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (data, setting, labels, checkpoint), members in sorted(groups.items()):
+        members = [{**m, "gain": float(m["bound_accuracy"]) - float(m["q_accuracy"])} for m in members]
+
+        lines.append(f"| {data} | {setting} | {labels} | {checkpoint} | {len(members)} | {cell(members, 'q_accuracy')} | "
+                     f"{cell(members, 'bound_accuracy')} | {cell(members, 'gain', 100, 1, True)} | {cell(members, 'agreement')} | {cell(members, 'median_gap_nats', digits=1)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def quick_run(out: Path) -> Path:
+    """A 1-epoch ADGM on the tiny demo phantoms, in ``out/demo/defaults/adgm-3labels-seed0``."""
+    from pyro_adgm.training import TrainConfig
+
+    config = TrainConfig(task="2class", labels_per_class=3, epochs=1, batch_size=16, device="cpu")
+    run_dir = out / "demo" / "defaults" / "adgm-3labels-seed0"
+    runs.train(config, demo={"n_images": 150, "image_size": 28, "seed": 0}, run_dir=run_dir,
+               model_options={"a_dim": 8, "z_dim": 8, "channels": (8, 16), "hidden": (32,)})  # fmt: skip
+    return run_dir
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", type=Path, nargs="*", help="ADGM run folders OUT/DATA/SETTING/RUN")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    run_dirs = list(args.run_dirs)
+    if args.quick:
+        run_dirs = [quick_run(Path(tempfile.mkdtemp(dir=args.out)))]
+    if not run_dirs:
+        parser.error("give run folders (or --quick)")
+    table = args.out / "bound_classifier.csv"
+    rows = list(csv.DictReader(table.open(newline=""))) if table.exists() else []
+    done = {(r["run_dir"], r["checkpoint"]) for r in rows}
+    for run_dir in run_dirs:  # every folder is checked before any is measured
+        config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
+        if config is None or config.get("train", config).get("method") != "adgm":
+            parser.error(f"{run_dir}: not an ADGM run folder (its config.json is missing or names another method)")
+    for run_dir in run_dirs:
+        for checkpoint in (run_dir / "best.pt", run_dir / "last.pt"):
+            if (str(run_dir), checkpoint.stem) in done or not checkpoint.exists():
+                continue
+            rows.append(measure(checkpoint, run_dir.parent.parent.name, run_dir.parent.name))
+            print(json.dumps(rows[-1]), flush=True)
+            write_rows(rows, table, COLUMNS)
+    write_rows(rows, table, COLUMNS)
+    shown = f"{len(run_dirs)} run folders (the csv's run_dir)" if len(run_dirs) > 3 else " ".join(map(str, run_dirs))
+    command = f"python benchmarks/bound_classifier.py {'--quick' if args.quick else shown} --out {args.out}"
+    atomic_write_text(args.out / "bound_classifier.md", summary_markdown(rows, command))
+    print((args.out / "bound_classifier.md").read_text())
+    return rows
+
+
+if __name__ == "__main__":
+    main()
