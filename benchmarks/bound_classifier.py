@@ -63,11 +63,12 @@ def cell(members: list[dict], field: str, scale: float = 1.0, digits: int = 3, s
 
 
 def summary_markdown(rows: list[dict], command: str) -> str:
+    """The table of ``rows``, one line per data, setting, labels and checkpoint, under ``command`` (markdown)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         key = (row["data"], row["setting"], int(row["labels_per_class"]), row["checkpoint"])
         groups.setdefault(key, []).append(row)
-    lines = [f"`{command}`", "", "| data | setting | labels/class | checkpoint | runs | q(y\\|a,x) val accuracy | "
+    lines = [command, "", "| data | setting | labels/class | checkpoint | runs | q(y\\|a,x) val accuracy | "
              "argmax_y ELBO val accuracy | bound − q (points) | agreement | median gap (nats) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (data, setting, labels, checkpoint), members in sorted(groups.items()):
         members = [{**m, "gain": float(m["bound_accuracy"]) - float(m["q_accuracy"])} for m in members]
@@ -116,8 +117,10 @@ def main(argv=None) -> list[dict]:
             print(json.dumps(rows[-1]), flush=True)
             write_rows(rows, table, COLUMNS)
     write_rows(rows, table, COLUMNS)
-    shown = f"{len(run_dirs)} run folders (the csv's run_dir)" if len(run_dirs) > 3 else " ".join(map(str, run_dirs))
-    command = f"python benchmarks/bound_classifier.py {'--quick' if args.quick else shown} --out {args.out}"
+    shown = "--quick" if args.quick else " ".join(map(str, run_dirs)) if len(run_dirs) <= 3 else "RUN_DIR..."
+    command = f"`python benchmarks/bound_classifier.py {shown} --out {args.out}`"
+    if shown == "RUN_DIR...":
+        command += f" on {len(run_dirs)} run folders (the csv's run_dir column)"
     atomic_write_text(args.out / "bound_classifier.md", summary_markdown(rows, command))
     print((args.out / "bound_classifier.md").read_text())
     return rows
