@@ -6,7 +6,9 @@ the classifier towards the class whose bound is highest: when that class is the 
 q(y|a,x) is right, the unlabelled term has accuracy to give; when it is right less often, it can only take
 accuracy away. For every checkpoint (``best.pt`` chosen on ``val`` and ``last.pt``) of the run folders given,
 on ``val``: the accuracy of q(y|a,x), the accuracy of argmax_y ELBO(x, y) (:func:`pyro_adgm.evaluation.class_bounds`,
-4 draws of a and z), how often the two agree, and the median gap in nats between a row's two highest bounds.
+4 draws of a and z), how often the two agree, the median gap in nats between a row's two highest bounds, and
+the ROC AUC of each as a ranking (:func:`margin_auc`), which does not depend on where the bound puts the
+boundary between the classes.
 
 Run folders as ``label_weight.py`` writes them (``OUT/DATA/SETTING/adgm-Nlabels-seedS``): the data and setting
 are read from the path. Writes ``OUT/bound_classifier.csv`` (one row per checkpoint; finished rows are kept and
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from pyro_adgm import runs
 from pyro_adgm.checkpoint import atomic_write_text
@@ -33,15 +36,30 @@ from pyro_adgm.evaluation import class_bounds, predict_proba
 from pyro_adgm.label_curve import mean_sd, write_rows
 
 COLUMNS = ("data", "setting", "labels_per_class", "seed", "checkpoint", "epoch", "images", "q_accuracy",
-           "bound_accuracy", "agreement", "median_gap_nats", "bound_majority_share", "run_dir")  # fmt: skip
+           "bound_accuracy", "agreement", "median_gap_nats", "bound_majority_share", "q_auc", "bound_auc", "run_dir")  # fmt: skip
 SAMPLES = 4
+
+
+def margin_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of log scores (N, K) (log q(y|a,x), or ELBO(x, y) in nats): for each class k, the AUC of the
+    margin s_k - logsumexp_{j != k} s_j at telling class k from the rest, averaged over the classes (for K = 2
+    the AUC of s_1 - s_0). Margins rather than softmax probabilities, which saturate to ties at the bound's
+    gaps of tens of nats. Classes absent from ``labels`` (or the only one present) are left out; NaN if all are."""
+    aucs = []
+    for k in range(scores.shape[1]):
+        if 0 < (labels == k).sum() < len(labels):
+            rest = np.delete(scores, k, axis=1)
+            top = rest.max(1)
+            aucs.append(roc_auc_score(labels == k, scores[:, k] - (top + np.log(np.exp(rest - top[:, None]).sum(1)))))
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def measure(checkpoint: Path, data: str, setting: str) -> dict:
     """One row: q(y|a,x) against argmax_y ELBO(x, y) on the ``val`` split of the checkpoint's data."""
     model, state = runs.load_model(checkpoint, "cpu")
     images, labels, _, _ = runs.checkpoint_split(state, "val", model.image_size)
-    q = predict_proba(model, images).argmax(1)
+    probs = predict_proba(model, images)
+    q = probs.argmax(1)
     bounds = class_bounds(model, images, samples=SAMPLES, seed=0)
     by_bound = bounds.argmax(1)
     top_two = np.sort(bounds, 1)[:, -2:]
@@ -52,6 +70,7 @@ def measure(checkpoint: Path, data: str, setting: str) -> dict:
             "agreement": round(float((q == by_bound).mean()), 4),
             "median_gap_nats": round(float(np.median(top_two[:, 1] - top_two[:, 0])), 2),
             "bound_majority_share": round(float(np.bincount(by_bound, minlength=model.num_classes).max() / len(labels)), 4),
+            "q_auc": round(margin_auc(np.log(np.clip(probs, 1e-30, None)), labels), 4), "bound_auc": round(margin_auc(bounds, labels), 4),
             "run_dir": str(checkpoint.parent)}  # fmt: skip
 
 
@@ -69,12 +88,14 @@ def summary_markdown(rows: list[dict], command: str) -> str:
         key = (row["data"], row["setting"], int(row["labels_per_class"]), row["checkpoint"])
         groups.setdefault(key, []).append(row)
     lines = [command, "", "| data | setting | labels/class | checkpoint | runs | q(y\\|a,x) val accuracy | "
-             "argmax_y ELBO val accuracy | bound − q (points) | agreement | median gap (nats) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "argmax_y ELBO val accuracy | bound − q (points) | agreement | median gap (nats) | q ROC AUC | bound ROC AUC |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (data, setting, labels, checkpoint), members in sorted(groups.items()):
         members = [{**m, "gain": float(m["bound_accuracy"]) - float(m["q_accuracy"])} for m in members]
 
         lines.append(f"| {data} | {setting} | {labels} | {checkpoint} | {len(members)} | {cell(members, 'q_accuracy')} | "
-                     f"{cell(members, 'bound_accuracy')} | {cell(members, 'gain', 100, 1, True)} | {cell(members, 'agreement')} | {cell(members, 'median_gap_nats', digits=1)} |")  # fmt: skip
+                     f"{cell(members, 'bound_accuracy')} | {cell(members, 'gain', 100, 1, True)} | {cell(members, 'agreement')} | {cell(members, 'median_gap_nats', digits=1)} | "
+                     f"{cell(members, 'q_auc')} | {cell(members, 'bound_auc')} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +125,7 @@ def main(argv=None) -> list[dict]:
         parser.error("give run folders (or --quick)")
     table = args.out / "bound_classifier.csv"
     rows = list(csv.DictReader(table.open(newline=""))) if table.exists() else []
-    done = {(r["run_dir"], r["checkpoint"]) for r in rows}
+    done = {(r["run_dir"], r["checkpoint"]) for r in rows if r.get("bound_auc")}  # rows without the AUCs are measured again
     for run_dir in run_dirs:  # every folder is checked before any is measured
         config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
         if config is None or config.get("train", config).get("method") != "adgm":
@@ -113,6 +134,7 @@ def main(argv=None) -> list[dict]:
         for checkpoint in (run_dir / "best.pt", run_dir / "last.pt"):
             if (str(run_dir), checkpoint.stem) in done or not checkpoint.exists():
                 continue
+            rows = [r for r in rows if (r["run_dir"], r["checkpoint"]) != (str(run_dir), checkpoint.stem)]
             rows.append(measure(checkpoint, run_dir.parent.parent.name, run_dir.parent.name))
             print(json.dumps(rows[-1]), flush=True)
             write_rows(rows, table, COLUMNS)

@@ -5,8 +5,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from data_helpers import read_dataset
+from sklearn.metrics import roc_auc_score
 
 from data_tools.errors import InputError
 
@@ -264,6 +266,18 @@ def test_label_weight_summary_pairs_each_setting_with_the_baseline_of_its_seed(t
     assert "| sum | 2 | -2.5 | -10.0 | +5.0 |" in table and "| batch-means | 1 | +2.0 | +2.0 | +2.0 |" in table
 
 
+def test_bound_classifier_margin_auc_is_the_auc_of_the_bound_differences():
+    module = load("bound_classifier")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = rng.normal(size=(200, 2)) * 40 + labels[:, None] * [0.0, 30.0]  # nats: the softmax would saturate
+    assert module.margin_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores[:, 1] - scores[:, 0]))
+    three = np.eye(3)[np.repeat([0, 1, 2], 5)] * 50.0  # each class's own score highest: a perfect ranking
+    assert module.margin_auc(three, np.repeat([0, 1, 2], 5)) == 1.0
+    assert module.margin_auc(-three, np.repeat([0, 1, 2], 5)) == 0.0
+    assert np.isnan(module.margin_auc(scores, np.zeros(200, dtype=int)))  # one class only: no ranking to judge
+
+
 def test_bound_classifier_quick_measures_each_checkpoint_once(tmp_path):
     module = load("bound_classifier")
     rows = module.main(["--quick", "--out", str(tmp_path)])
@@ -271,5 +285,7 @@ def test_bound_classifier_quick_measures_each_checkpoint_once(tmp_path):
     for row in rows:
         assert row["images"] == 15 and 0 <= row["q_accuracy"] <= 1 and 0 <= row["bound_accuracy"] <= 1
         assert row["median_gap_nats"] >= 0
+        for auc in (row["q_auc"], row["bound_auc"]):
+            assert np.isnan(auc) or 0 <= auc <= 1
     again = module.main([rows[0]["run_dir"], "--out", str(tmp_path)])  # finished rows are read back, not measured
     assert len(again) == 2 and (tmp_path / "bound_classifier.md").read_text().count("| demo | defaults | 3 |") == 2
