@@ -10,9 +10,14 @@ ROC AUC, with the command that reproduces each row), ``accuracy_vs_labels.png`` 
 (validation accuracy per epoch for seed 0 of each label count). Run folders are named by method, labels and seed
 only: use a new ``--out`` for new settings, or the finished runs of the old ones are summarised under the new
 command. Sweeps before `--augment-probability` existed transformed every training image (``--augment-probability 1``).
+``--rows`` names a results CSV kept in the repository: the runs it holds are not trained again, and each new run's
+row is merged into it as it finishes, so a sweep longer than one machine's life goes on elsewhere (two processes
+given other ``--seeds`` may share it).
 
     python benchmarks/label_sweep.py --epochs 12 --out runs/pneumoniamnist-sweep
     python benchmarks/label_sweep.py --quick          # demo phantoms, tiny; a test runs it
+    python benchmarks/label_sweep.py --epochs 30 --warmup-epochs 10 --seeds 3 --out runs/sweep30-file \
+        --rows benchmarks/results/label_curve_30epochs_file.csv
 """
 
 from __future__ import annotations
@@ -76,7 +81,8 @@ def plot_val_curves(out_dir: Path, labels: list[int], methods: list[str], seed: 
             ax.plot([int(r["epoch"]) for r in rows], [float(r["val_accuracy"]) for r in rows], label=f"{n} labels/class")
         ax.set_title(f"{method}: validation accuracy per epoch (seed {seed})")
         ax.set_xlabel("epoch")
-        ax.legend()
+        if ax.lines:  # none where the seed's run folders are on another machine
+            ax.legend()
     save_figure(fig, path)
 
 
@@ -128,6 +134,8 @@ def main(argv=None) -> list[dict]:
                              "which is then left out: an in-distribution test (0: the file's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/pneumoniamnist-sweep"))
+    parser.add_argument("--rows", type=Path, default=None, metavar="CSV",
+                        help="finished rows of this sweep (label_curve.csv's columns): not trained again; new rows merged in")
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 1 seed")
     args = parser.parse_args(argv)
     if args.likelihood != DEFAULT_LIKELIHOOD and "supervised" in args.methods:
@@ -165,7 +173,7 @@ def main(argv=None) -> list[dict]:
     start = time.perf_counter()
     rows = run_label_curve(args.labels, args.seeds, args.methods, data=data, demo=demo, task="2class", epochs=args.epochs,
                            out_dir=args.out, model_options=model_options, config_overrides=overrides,
-                           class_prior=args.class_prior, label_weights=args.label_weights)  # fmt: skip
+                           class_prior=args.class_prior, label_weights=args.label_weights, rows_csv=args.rows)  # fmt: skip
     plot_label_curve(rows, args.out / "accuracy_vs_labels.png", title="PneumoniaMNIST, 2 classes")
     plot_val_curves(args.out, args.labels, args.methods, args.seeds[0], args.out / "val_curves.png")
     (args.out / "summary.md").write_text(summary_markdown(rows, command))

@@ -4,7 +4,8 @@ One training run per (method, labels per class, seed) on a prepared dataset (or 
 own run directory under ``out_dir``; the best-validation checkpoint of each run is evaluated once on the test
 split. :func:`run_label_curve` is resumable: a run whose ``report.json`` exists is not trained again (whatever
 ``epochs`` says now), a run that stopped half-way is continued from its ``last.pt``, and a test evaluation
-already written is read back.
+already written is read back. With ``rows_csv`` (a results file kept in the repository) a sweep also goes on
+on a machine that has none of the run folders: the runs that file holds are not trained again.
 :func:`summarise` gives mean and standard deviation over seeds, :func:`plot_label_curve` the figure.
 """
 
@@ -49,7 +50,8 @@ def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], metho
                     epochs: int | None = None, out_dir: str | Path = "runs/label-curve",
                     evaluate_split: str | None = "test", image_size: int | None = None,
                     model_options: dict | None = None, config_overrides: dict | None = None,
-                    class_prior: str | None = None, label_weights: str = "equal") -> list[dict]:  # fmt: skip
+                    class_prior: str | None = None, label_weights: str = "equal",
+                    rows_csv: str | Path | None = None) -> list[dict]:  # fmt: skip
     """Train and evaluate every (method, labels per class, seed); return one row per run.
 
     data: a prepared dataset folder, or None for the demo phantoms (``demo`` settings as :func:`runs.train`).
@@ -59,6 +61,10 @@ def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], metho
     by default the paper's fixed uniform p(y) and unweighted labels for both).
     evaluate_split: the split the best checkpoint is evaluated on once (skipped, with a warning, where the
     dataset has no such split), or None.
+    rows_csv: a CSV of finished rows (:data:`ROW_COLUMNS`, as this function writes them): a (method, labels per
+    class, seed) it holds is taken from it, not trained, where its run folder has no ``report.json``; each new
+    row is merged into it as its run finishes (:func:`merge_row`: under a lock, so that sweeps of other seeds
+    may write the same file side by side).
 
     Rows (also written to ``out_dir/label_curve.csv``): method, labels_per_class, seed, val_accuracy (of the
     best checkpoint), final_val_accuracy (of the last epoch: how much of it the run held), test_accuracy and
@@ -70,17 +76,66 @@ def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], metho
     if evaluate_split is None:
         logger.warning("label curve: no test evaluation (no split asked for, or the dataset has none)")
     rows = []
+    recorded = {row_key(row): row for row in read_rows(rows_csv)} if rows_csv is not None else {}
     for method in methods:
         for n in labels_per_class:
             for seed in seeds:
                 run_dir = out_dir / run_dir_name(method, n, seed)
+                if (method, n, seed) in recorded and not (run_dir / "report.json").exists():
+                    logger.info("%s: its row is in %s, not trained again", run_dir, rows_csv)
+                    rows.append(recorded[(method, n, seed)])
+                    continue
                 config = TrainConfig(task=task, labels_per_class=n, epochs=epochs, seed=seed, method=method,
                                      **(config_overrides or {}))
                 options = {**runs.model_options_for(method, class_prior, label_weights), **(model_options or {})}
                 rows.append(one_run(config, run_dir, data=data, demo=demo, image_size=image_size,
                                     model_options=options, evaluate_split=evaluate_split))  # fmt: skip
                 write_rows(rows, out_dir / "label_curve.csv")
+                if rows_csv is not None:
+                    merge_row(rows[-1], rows_csv)
     return rows
+
+
+def row_key(row: dict) -> tuple[str, int, int]:
+    return row["method"], int(row["labels_per_class"]), int(row["seed"])
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a CSV that :func:`write_rows` wrote (labels_per_class and seed as int, the other numbers as
+    float, empty cells as None); [] where the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    parsed = []
+    for line, row in enumerate(rows, start=2):
+        missing = [c for c in ("method", "labels_per_class", "seed") if not row.get(c)]
+        if missing:
+            raise InputError(f"{path}, line {line}: no {missing[0]}; expected the columns {', '.join(ROW_COLUMNS)}")
+        try:
+            parsed.append({k: v if k in ("method", "run_dir") else None if v in ("", None) else
+                           int(v) if k in ("labels_per_class", "seed") else float(v) for k, v in row.items()})  # fmt: skip
+        except ValueError as error:
+            raise InputError(f"{path}, line {line}: {error}; expected numbers in every column but method and run_dir") from None
+    return parsed
+
+
+def merge_row(row: dict, path: str | Path) -> None:
+    """Put ``row`` into the CSV at ``path`` (replacing the row of the same method, labels per class and seed,
+    else appended), read and written again under an exclusive lock on ``path.lock`` and written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # no POSIX locks (Windows): one writer at a time is then the caller's to ensure
+            pass
+        table = {row_key(r): r for r in read_rows(path)}
+        table[row_key(row)] = row
+        write_rows(list(table.values()), path)
 
 
 def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model_options, evaluate_split) -> dict:

@@ -11,6 +11,7 @@ from data_helpers import read_dataset
 from sklearn.metrics import roc_auc_score
 
 from data_tools.errors import InputError
+from pyro_adgm.label_curve import read_rows
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -62,6 +63,15 @@ def test_label_sweep_quick_writes_table_and_figures(tmp_path):
         with pytest.raises(SystemExit):
             load("label_sweep").main(["--quick", *setting, "--out", str(tmp_path / "other")])
 
+
+
+def test_label_sweep_goes_on_from_a_results_file_on_a_machine_without_the_run_folders(tmp_path):
+    kept = tmp_path / "results" / "label_curve.csv"
+    first = load("label_sweep").main(["--quick", "--out", str(tmp_path / "machine1"), "--rows", str(kept)])
+    assert [(r["method"], r["labels_per_class"], r["seed"]) for r in read_rows(kept)] == [("adgm", 3, 0), ("supervised", 3, 0)]
+    again = load("label_sweep").main(["--quick", "--out", str(tmp_path / "machine2"), "--rows", str(kept)])
+    assert [r["test_accuracy"] for r in again] == pytest.approx([r["test_accuracy"] for r in first])
+    assert not any(p.name.endswith("seed0") for p in (tmp_path / "machine2").iterdir())  # nothing trained again
 
 def test_gpu_throughput_quick_times_steps_and_epochs(tmp_path):
     results = load("gpu_throughput").main(["--quick", "--threads", "1", "--json", str(tmp_path / "out.json")])

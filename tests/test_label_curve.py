@@ -1,11 +1,13 @@
-"""Reusing run folders in label curves: a run is reused only if its model and training settings are the ones asked for."""
+"""Reusing run folders in label curves: a run is reused only if its model and training settings are the ones asked for;
+the results file that lets a sweep go on without its run folders."""
 
+import multiprocessing
 from pathlib import Path
 
 import pytest
 
 from data_tools.errors import InputError
-from pyro_adgm.label_curve import check_same_model, check_same_training
+from pyro_adgm.label_curve import check_same_model, check_same_training, merge_row, read_rows
 from pyro_adgm.runs import model_options_for
 from pyro_adgm.training import TrainConfig
 
@@ -98,3 +100,40 @@ def test_the_supervised_baseline_is_reused_whatever_the_unlabelled_weight():
     # it has no unlabelled term, so one set of baseline runs serves sweeps of the ADGM's weight
     check_same_training({"train": {"beta": 1.0, "decoupled_weight_decay": True}},
                         TrainConfig(method="supervised", unlabelled_weight=0.25), RUN)  # fmt: skip
+
+
+def row(method, labels, seed, accuracy):
+    return {"method": method, "labels_per_class": labels, "seed": seed, "val_accuracy": accuracy, "final_val_accuracy": accuracy,
+            "test_accuracy": None, "test_roc_auc": None, "seconds": 1.5, "run_dir": f"runs/{method}-{labels}-{seed}"}  # fmt: skip
+
+
+def test_a_merged_row_replaces_its_run_and_keeps_the_others(tmp_path):
+    path = tmp_path / "rows.csv"
+    for r in (row("adgm", 10, 0, 0.5), row("supervised", 10, 0, 0.6), row("adgm", 10, 0, 0.7)):
+        merge_row(r, path)
+    assert read_rows(path) == [row("adgm", 10, 0, 0.7), row("supervised", 10, 0, 0.6)]
+    assert read_rows(tmp_path / "absent.csv") == []
+
+
+def merge_seed(args):
+    path, seed = args
+    for labels in range(15):
+        merge_row(row("adgm", labels, seed, 0.5), path)
+
+
+def test_two_processes_merging_into_one_file_lose_no_row(tmp_path):
+    path = tmp_path / "rows.csv"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(merge_seed, [(path, 0), (path, 1)])
+    assert sorted((r["labels_per_class"], r["seed"]) for r in read_rows(path)) == [(n, s) for n in range(15) for s in (0, 1)]
+
+
+def test_a_results_file_with_a_bad_cell_names_its_line(tmp_path):
+    path = tmp_path / "rows.csv"
+    merge_row(row("adgm", 10, 0, 0.5), path)
+    path.write_text(path.read_text().replace("0.5", "half"))
+    with pytest.raises(InputError, match=r"rows.csv, line 2: .*half"):
+        read_rows(path)
+    path.write_text("method,seed\nadgm,0\n")
+    with pytest.raises(InputError, match="rows.csv, line 2: no labels_per_class"):
+        read_rows(path)
