@@ -12,13 +12,16 @@ and ``benchmarks/results/rsna_1500.csv`` too, which ran the same protocol):
 Data: ``pneumoniamnist`` (the ablation's protocol: 624 training images held out as the test split, labels 10
 and 100 per class) or ``rsna-2class`` / ``rsna-3class`` (``rsna_1500.py``'s: the 1,500 real RSNA images at
 64x64, labels 25 and 100 per class). 12 epochs, warm-up 8, selection on ``val``, ``test`` read once per run.
-Resumable: finished runs are read back. Writes ``OUT/label_weight.csv``; ``--summarise-only`` writes
+Resumable: finished runs are read back, and the runs that ``--rows`` (by default ``OUT/label_weight.csv``) holds
+are not trained again, so that the committed ``results/label_weight.csv`` lets a machine without the run folders
+go on. Merges each new row into that file as its run finishes; ``--summarise-only`` writes
 ``OUT/label_weight.md``: every setting beside J^alpha (``sum``) and the supervised baseline, whose rows come from
 ``--results`` (the committed ``ablation.csv`` and ``rsna_1500.csv``, the J^alpha rows of which ran when it was
 the default) and from this script's ``sum`` runs.
 
     OMP_NUM_THREADS=1 python benchmarks/label_weight.py --data rsna-2class rsna-3class --out runs/label-weight
     OMP_NUM_THREADS=1 python benchmarks/label_weight.py --data pneumoniamnist --out runs/label-weight
+    OMP_NUM_THREADS=1 python benchmarks/label_weight.py --data pneumoniamnist --seeds 2 --rows benchmarks/results/label_weight.csv
     python benchmarks/label_weight.py --summarise-only --out benchmarks/results
     python benchmarks/label_weight.py --quick --out /tmp/label-weight     # demo phantoms, 1 epoch; a test runs it
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import sys
 from pathlib import Path
@@ -37,7 +41,7 @@ from label_sweep import DEFAULT_NPZ, prepared_dataset  # noqa: E402
 from rsna_1500 import DEFAULT_SOURCE, prepared  # noqa: E402
 
 from pyro_adgm.config import BATCH_MEANS  # noqa: E402
-from pyro_adgm.label_curve import finished_row, mean_sd, run_label_curve, write_rows  # noqa: E402
+from pyro_adgm.label_curve import finished_row, mean_sd, merge_row, read_rows, row_key, run_dir_name, run_label_curve  # noqa: E402
 
 #: setting -> the TrainConfig fields it sets
 SETTINGS = {"batch-means": {"unlabelled_weight": BATCH_MEANS}, "beta-10": {"beta": 10.0, "unlabelled_weight": 1.0},
@@ -47,18 +51,16 @@ COLUMNS = ("data", "setting", "method", "labels_per_class", "seed", "unlabelled_
            "final_val_accuracy", "test_accuracy", "test_roc_auc", "seconds", "run_dir")  # fmt: skip
 
 
-def read_rows(out: Path) -> list[dict]:
-    """Every finished and tested run under ``out/DATA/SETTING/RUN``."""
-    import json
+#: the columns that name a run of this script (one row per such key in ``label_weight.csv``)
+KEY = ("data", "setting", "labels_per_class", "seed")
 
-    rows = []
-    for evaluation in sorted(out.glob("*/*/*/evaluation-test.json")):
-        run_dir = evaluation.parent
-        saved = json.loads((run_dir / "config.json").read_text())
-        train = saved.get("train", saved)
-        rows.append({**finished_row(run_dir), "data": run_dir.parent.parent.name, "setting": run_dir.parent.name,
-                     "unlabelled_weight": train.get("unlabelled_weight"), "beta": train.get("beta")})  # fmt: skip
-    return rows
+
+def folder_row(run_dir: Path) -> dict:
+    """The row of a finished and tested run in ``OUT/DATA/SETTING/RUN``."""
+    saved = json.loads((run_dir / "config.json").read_text())
+    train = saved.get("train", saved)
+    return {**finished_row(run_dir), "data": run_dir.parent.parent.name, "setting": run_dir.parent.name,
+            "unlabelled_weight": train.get("unlabelled_weight"), "beta": train.get("beta")}  # fmt: skip
 
 
 RESULTS = ROOT / "results"
@@ -136,6 +138,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 3 labels")
     parser.add_argument("--summarise-only", action="store_true", help="write OUT/label_weight.md from OUT/label_weight.csv and --results")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the folder of ablation.csv and rsna_1500.csv")
+    parser.add_argument("--rows", type=Path, default=None, metavar="CSV",
+                        help="finished rows (default: OUT/label_weight.csv; e.g. the committed results/label_weight.csv): "
+                             "not trained again; each new row merged in as its run finishes")
     args = parser.parse_args(argv)
     if args.summarise_only:
         table = summary_markdown(comparison_rows(args.out / "label_weight.csv", args.results))
@@ -144,6 +149,8 @@ def main(argv=None) -> list[dict]:
         return read_csv(args.out / "label_weight.csv")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = {"warmup_epochs": args.warmup_epochs, "device": args.device}
+    rows_csv = args.rows or args.out / "label_weight.csv"
+    recorded = {row_key(r, KEY) for r in read_rows(rows_csv, KEY)}
     sizes = {}
     for name in ["quick"] if args.quick else args.data:
         if args.quick:
@@ -163,12 +170,15 @@ def main(argv=None) -> list[dict]:
         for seed in args.seeds:
             for n in args.labels or counts:
                 for setting in args.settings:
+                    run_dir = args.out / name / setting / run_dir_name("adgm", n, seed)
+                    if (name, setting, n, seed) in recorded and not (run_dir / "report.json").exists():
+                        logging.info("%s: its row is in %s, not trained again", run_dir, rows_csv)
+                        continue
                     run_label_curve([n], [seed], ["adgm"], data=data, demo=demo, task=task, epochs=args.epochs,
                                     out_dir=args.out / name / setting, config_overrides={**overrides, **SETTINGS[setting]},
                                     model_options=sizes)  # fmt: skip
-    rows = read_rows(args.out)
-    write_rows(rows, args.out / "label_weight.csv", COLUMNS)
-    return rows
+                    merge_row(folder_row(run_dir), rows_csv, KEY, COLUMNS)
+    return read_rows(rows_csv, KEY)
 
 
 if __name__ == "__main__":

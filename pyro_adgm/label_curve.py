@@ -96,13 +96,21 @@ def run_label_curve(labels_per_class: Sequence[int], seeds: Sequence[int], metho
     return rows
 
 
-def row_key(row: dict) -> tuple[str, int, int]:
-    return row["method"], int(row["labels_per_class"]), int(row["seed"])
+#: the columns that name a run of :func:`run_label_curve`'s rows (a results file holds one row per such key)
+ROW_KEY = ("method", "labels_per_class", "seed")
+#: columns of results files that hold text (an unlabelled weight may be a word); every other column holds
+#: numbers (or is empty)
+TEXT_COLUMNS = ("method", "run_dir", "data", "setting", "task", "unlabelled_weight")
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """The rows of a CSV that :func:`write_rows` wrote (labels_per_class and seed as int, the other numbers as
-    float, empty cells as None); [] where the file does not exist."""
+def row_key(row: dict, key: Sequence[str] = ROW_KEY) -> tuple:
+    return tuple(int(row[k]) if k in ("labels_per_class", "seed") else row[k] for k in key)
+
+
+def read_rows(path: str | Path, key: Sequence[str] = ROW_KEY) -> list[dict]:
+    """The rows of a CSV that :func:`write_rows` wrote (labels_per_class and seed as int, the numbers of the
+    columns not in :data:`TEXT_COLUMNS` as float, empty cells as None); [] where the file does not exist.
+    :class:`InputError` naming the line where a ``key`` column is empty or a number is not one."""
     path = Path(path)
     if not path.exists():
         return []
@@ -110,20 +118,20 @@ def read_rows(path: str | Path) -> list[dict]:
         rows = list(csv.DictReader(handle))
     parsed = []
     for line, row in enumerate(rows, start=2):
-        missing = [c for c in ("method", "labels_per_class", "seed") if not row.get(c)]
+        missing = [c for c in key if not row.get(c)]
         if missing:
-            raise InputError(f"{path}, line {line}: no {missing[0]}; expected the columns {', '.join(ROW_COLUMNS)}")
+            raise InputError(f"{path}, line {line}: no {missing[0]}; expected a row with {', '.join(key)}")
         try:
-            parsed.append({k: v if k in ("method", "run_dir") else None if v in ("", None) else
+            parsed.append({k: v if k in TEXT_COLUMNS else None if v in ("", None) else
                            int(v) if k in ("labels_per_class", "seed") else float(v) for k, v in row.items()})  # fmt: skip
         except ValueError as error:
-            raise InputError(f"{path}, line {line}: {error}; expected numbers in every column but method and run_dir") from None
+            raise InputError(f"{path}, line {line}: {error}; expected numbers in every column but {', '.join(TEXT_COLUMNS)}") from None
     return parsed
 
 
-def merge_row(row: dict, path: str | Path) -> None:
-    """Put ``row`` into the CSV at ``path`` (replacing the row of the same method, labels per class and seed,
-    else appended), read and written again under an exclusive lock on ``path.lock`` and written atomically."""
+def merge_row(row: dict, path: str | Path, key: Sequence[str] = ROW_KEY, columns: Sequence[str] = ROW_COLUMNS) -> None:
+    """Put ``row`` into the CSV at ``path`` (replacing the row with the same ``key`` columns, else appended),
+    read and written again under an exclusive lock on ``path.lock`` and written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
@@ -133,9 +141,9 @@ def merge_row(row: dict, path: str | Path) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         except ImportError:  # no POSIX locks (Windows): one writer at a time is then the caller's to ensure
             pass
-        table = {row_key(r): r for r in read_rows(path)}
-        table[row_key(row)] = row
-        write_rows(list(table.values()), path)
+        table = {row_key(r, key): r for r in read_rows(path, key)}
+        table[row_key(row, key)] = row
+        write_rows(list(table.values()), path, columns)
 
 
 def one_run(config: TrainConfig, run_dir: Path, *, data, demo, image_size, model_options, evaluate_split) -> dict:

@@ -251,6 +251,10 @@ def test_label_weight_quick_weighs_the_batches_alike(tmp_path):
         # 3 labels per class of 2 classes, the other 114 of the demo's 120 training images unlabelled; one epoch
         # of the 8-epoch ramp
         assert float(next(csv.DictReader(handle))["unlabelled_weight"]) == pytest.approx(6 / 114 / 8, rel=1e-4)
+    # on a machine without those run folders the results file is enough: nothing is trained again
+    again = load("label_weight").main(["--quick", "--out", str(tmp_path / "elsewhere"), "--rows", str(tmp_path / "label_weight.csv")])
+    assert {r["setting"]: r["test_accuracy"] for r in again} == pytest.approx({k: r["test_accuracy"] for k, r in rows.items()})
+    assert not (tmp_path / "elsewhere" / "quick").exists()
 
 
 def test_label_weight_summary_pairs_each_setting_with_the_baseline_of_its_seed(tmp_path):
