@@ -15,7 +15,11 @@ with ``git archive``; the variants after it use this working tree):
   the distribution checks on);
 - ``after: model + step``: this tree, the step as ``ADGMObjective.step`` runs it after a run's first step:
   ``DataParallelOptim`` around the optimiser (one multi-tensor AdamW per settings instead of one per parameter)
-  and ``step_context(validate=False)`` (no distribution checks, each of which reads a value back from the device).
+  and ``step_context(validate=False)`` (no distribution checks, each of which reads a value back from the device);
+- ``after: model + step, compiled networks`` (with ``--compile``): the same, with each of the five networks
+  compiled by ``torch.compile`` (``nn.Module.compile``, TorchInductor; Pyro's programs stay eager). Its first
+  steps compile; its dropout draws come from the compiled kernels' own generator, so its fixed-seed losses are
+  reported but not held to ``--tolerance``.
 
 Every worker first takes 3 steps from the same seed and the same initial weights; their losses must agree with
 the baseline's to ``--tolerance`` (relative), or the run stops: the changes may only change the time. Then the
@@ -76,7 +80,7 @@ def import_model_code(root: str) -> None:
 
 
 class Worker:
-    def __init__(self, root: str, widths: str, image_size: int, batch_size: int, fast: bool):
+    def __init__(self, root: str, widths: str, image_size: int, batch_size: int, fast: bool, compiled: bool = False):
         import_model_code(root)
         import pyro
         import torch
@@ -101,6 +105,11 @@ class Worker:
 
             optim = DataParallelOptim(optim)
             self.context = lambda: step_context("fp32", "cpu", validate=False)
+        if compiled:
+            from pyro_adgm.model import NETWORK_NAMES
+
+            for name in NETWORK_NAMES:
+                getattr(self.model, name).compile(dynamic=False)
         self.svi = SVI(self.model.semi_supervised_model, self.model.semi_supervised_guide, optim, TraceEnum_ELBO(max_plate_nesting=1))
 
     def step(self) -> float:
@@ -228,7 +237,7 @@ class Worker:
 
 def worker_main(args) -> None:
     try:
-        worker = Worker(args.root, args.widths, args.image_size, args.batch_size, args.fast)
+        worker = Worker(args.root, args.widths, args.image_size, args.batch_size, args.fast, args.compiled)
         reply({"losses": worker.fixed_seed_losses()})
         for line in sys.stdin:
             command, _, value = line.strip().partition(" ")
@@ -262,10 +271,10 @@ def extract(revision: str, into: Path) -> Path:
 
 
 class Variant:
-    def __init__(self, name: str, root: Path, fast: bool, args):
-        self.name, self.root, self.fast = name, root, fast
+    def __init__(self, name: str, root: Path, fast: bool, args, compiled: bool = False):
+        self.name, self.root, self.fast, self.compiled = name, root, fast, compiled
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--root", str(root), "--widths", args.widths,
-                   "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)] + (["--fast"] if fast else [])  # fmt: skip
+                   "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)] + (["--fast"] if fast else []) + (["--compiled"] if compiled else [])  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
         self.losses: list[float] = []
@@ -310,11 +319,13 @@ def parse_args(argv):
     parser.add_argument("--profile", action="store_true", help="also break each variant's step down")
     parser.add_argument("--profile-steps", type=int, default=2, help="profiled steps per block (as many blocks as --repeats)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 block of 2 steps, no warm-up, the profile on 1 step")
+    parser.add_argument("--compile", action="store_true", help="also time the fast step with the five networks under torch.compile")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--markdown", help="also write the tables here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.steps, args.warmup, args.profile_steps = 1, 2, 0, 1
@@ -331,20 +342,22 @@ def main(argv=None) -> dict:
         return {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="host-overhead-") as tmp:
-        plans = [("after: model", ROOT, False), ("after: model + step", ROOT, True)]
+        plans = [("after: model", ROOT, False, False), ("after: model + step", ROOT, True, False)]
+        if args.compile:
+            plans.append(("after: model + step, compiled networks", ROOT, True, True))
         if args.baseline != "none":
-            plans.insert(0, (f"before ({args.baseline})", extract(args.baseline, Path(tmp)), False))
+            plans.insert(0, (f"before ({args.baseline})", extract(args.baseline, Path(tmp)), False, False))
         variants = []
         try:
-            for name, root, fast in plans:  # the workers start side by side (imports take a while)
-                variants.append(Variant(name, root, fast, args))
+            for name, root, fast, compiled in plans:  # the workers start side by side (imports take a while)
+                variants.append(Variant(name, root, fast, args, compiled))
             for v in variants:
                 v.ready()
             reference = variants[0].losses
             for v in variants:
                 differences = [abs(a - b) / abs(b) for a, b in zip(v.losses, reference)]
                 v.loss_difference = max(differences)
-                if v.loss_difference > args.tolerance:
+                if v.loss_difference > args.tolerance and not v.compiled:
                     raise SystemExit(f"{v.name}: the fixed-seed losses {v.losses} differ from {variants[0].name}'s {reference} "
                                      f"by {v.loss_difference:.2e} (relative), more than --tolerance {args.tolerance:g}")  # fmt: skip
             for v in variants:
@@ -369,11 +382,11 @@ def main(argv=None) -> dict:
     base = statistics.median(variants[0].times)
     results = {
         "command": shlex.join(["python", "benchmarks/host_overhead.py", *argv]),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "root", "fast", "json", "markdown")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "root", "fast", "compiled", "json", "markdown")},
         "model": {"num_classes": 2, "image_size": args.image_size, **{k: list(v) if isinstance(v, tuple) else v for k, v in WIDTHS[args.widths].items()}},
         "step_arguments": STEP,
         "environment": environment(),
-        "variants": [{"name": v.name, "fast_step": v.fast, "root": "this tree" if v.root == ROOT else args.baseline,
+        "variants": [{"name": v.name, "fast_step": v.fast, "compiled_networks": v.compiled, "root": "this tree" if v.root == ROOT else args.baseline,
                       "fixed_seed_losses": v.losses, "loss_difference": v.loss_difference,
                       "median_s": statistics.median(v.times), "min_s": min(v.times), "max_s": max(v.times),
                       "timed_steps": len(v.times), "speedup": base / statistics.median(v.times)} for v in variants],  # fmt: skip
@@ -412,6 +425,7 @@ def markdown(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for v in results["variants"]:
         step = "DataParallelOptim + step_context(validate=False)" if v["fast_step"] else "plain SVI.step"
+        step += ", torch.compile on the networks" if v.get("compiled_networks") else ""
         losses = ", ".join(f"{x:.2f}" for x in v["fixed_seed_losses"])
         lines.append(f"| {v['name']} | {v['root']} | {step} | {1000 * v['median_s']:.1f} | {1000 * v['min_s']:.1f} | "
                      f"{v['speedup']:.2f}x | {losses} | {v['loss_difference']:.1e} |")  # fmt: skip
