@@ -31,6 +31,7 @@ from ``torch.profiler``).
 
     python benchmarks/host_overhead.py --profile --markdown benchmarks/results/host_overhead_table.md
     python benchmarks/host_overhead.py --quick      # a smoke run (tests use it)
+    python benchmarks/host_overhead.py --compile --repeats 20 --steps 10    # with torch.compile on the networks
 """
 
 from __future__ import annotations
