@@ -8,7 +8,10 @@ accuracy away. For every checkpoint (``best.pt`` chosen on ``val`` and ``last.pt
 on ``val``: the accuracy of q(y|a,x), the accuracy of argmax_y ELBO(x, y) (:func:`pyro_adgm.evaluation.class_bounds`,
 4 draws of a and z), how often the two agree, the median gap in nats between a row's two highest bounds, and
 the ROC AUC of each as a ranking (:func:`margin_auc`), which does not depend on where the bound puts the
-boundary between the classes.
+boundary between the classes. The bound is also split by where its dependence on y comes from
+(:func:`pyro_adgm.evaluation.class_bound_terms`): log p(x|z,y) (``pixels``), log p(a|z,y,x) - log q(a|x)
+(``aux``) and log p(z) - log q(z|a,y,x) (``latent``), each with its own ROC AUC and its median share, in nats,
+of the gap between the bound's two best classes.
 
 Run folders as ``label_weight.py`` writes them (``OUT/DATA/SETTING/adgm-Nlabels-seedS``): the data and setting
 are read from the path. Writes ``OUT/bound_classifier.csv`` (one row per checkpoint; finished rows are kept and
@@ -32,12 +35,15 @@ from sklearn.metrics import roc_auc_score
 
 from pyro_adgm import runs
 from pyro_adgm.checkpoint import atomic_write_text
-from pyro_adgm.evaluation import class_bounds, predict_proba
+from pyro_adgm.evaluation import class_bound_terms, predict_proba
 from pyro_adgm.label_curve import mean_sd, write_rows
 
 COLUMNS = ("data", "setting", "labels_per_class", "seed", "checkpoint", "epoch", "images", "q_accuracy",
-           "bound_accuracy", "agreement", "median_gap_nats", "bound_majority_share", "q_auc", "bound_auc", "run_dir")  # fmt: skip
+           "bound_accuracy", "agreement", "median_gap_nats", "bound_majority_share", "q_auc", "bound_auc", "pixels_auc", "aux_auc", "latent_auc", "pixels_gap_nats", "aux_gap_nats",
+           "latent_gap_nats", "run_dir")  # fmt: skip
 SAMPLES = 4
+#: the bound's terms whose ranking and share of the gap are reported (:func:`pyro_adgm.evaluation.class_bound_terms`)
+TERMS = ("pixels", "aux", "latent")
 
 
 def margin_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -58,9 +64,12 @@ def measure(checkpoint: Path, data: str, setting: str) -> dict:
     images, labels, _, _ = runs.checkpoint_split(state, "val", model.image_size)
     probs = predict_proba(model, images)
     q = probs.argmax(1)
-    bounds = class_bounds(model, images, samples=SAMPLES, seed=0)
+    terms = class_bound_terms(model, images, samples=SAMPLES, seed=0)
+    bounds = sum(terms.values())
     by_bound = bounds.argmax(1)
     top_two = np.sort(bounds, 1)[:, -2:]
+    first, second = np.argsort(bounds, 1)[:, -1], np.argsort(bounds, 1)[:, -2]
+    rows = np.arange(len(labels))
     config = state["train_config"]
     return {"data": data, "setting": setting, "labels_per_class": config["labels_per_class"], "seed": config["seed"],
             "checkpoint": checkpoint.stem, "epoch": state.get("epoch"), "images": len(labels),
@@ -69,12 +78,16 @@ def measure(checkpoint: Path, data: str, setting: str) -> dict:
             "median_gap_nats": round(float(np.median(top_two[:, 1] - top_two[:, 0])), 2),
             "bound_majority_share": round(float(np.bincount(by_bound, minlength=model.num_classes).max() / len(labels)), 4),
             "q_auc": round(margin_auc(np.log(np.clip(probs, 1e-30, None)), labels), 4), "bound_auc": round(margin_auc(bounds, labels), 4),
+            **{f"{t}_auc": round(margin_auc(terms[t], labels), 4) for t in TERMS},
+            **{f"{t}_gap_nats": round(float(np.median(terms[t][rows, first] - terms[t][rows, second])), 2) for t in TERMS},
             "run_dir": str(checkpoint.parent)}  # fmt: skip
 
 
 def cell(members: list[dict], field: str, scale: float = 1.0, digits: int = 3, signed: bool = False) -> str:
     """Mean ± sd of a field over the runs of a row of the table."""
-    mean, sd, _ = mean_sd([float(m[field]) * scale for m in members])
+    mean, sd, _ = mean_sd([float(m[field]) * scale if m.get(field) not in (None, "") else None for m in members])
+    if mean is None:
+        return "-"  # rows measured before the column was added
     text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
     return text if sd is None else f"{text} ± {sd:.{digits}f}"
 
@@ -86,14 +99,16 @@ def summary_markdown(rows: list[dict], command: str) -> str:
         key = (row["data"], row["setting"], int(row["labels_per_class"]), row["checkpoint"])
         groups.setdefault(key, []).append(row)
     lines = [command, "", "| data | setting | labels/class | checkpoint | runs | q(y\\|a,x) val accuracy | "
-             "argmax_y ELBO val accuracy | bound − q (points) | agreement | median gap (nats) | q ROC AUC | bound ROC AUC |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "argmax_y ELBO val accuracy | bound − q (points) | agreement | median gap (nats) | q ROC AUC | bound ROC AUC | "
+             "ROC AUC: pixels, aux, latent | gap: pixels, aux, latent (nats) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (data, setting, labels, checkpoint), members in sorted(groups.items()):
         members = [{**m, "gain": float(m["bound_accuracy"]) - float(m["q_accuracy"])} for m in members]
 
         lines.append(f"| {data} | {setting} | {labels} | {checkpoint} | {len(members)} | {cell(members, 'q_accuracy')} | "
                      f"{cell(members, 'bound_accuracy')} | {cell(members, 'gain', 100, 1, True)} | {cell(members, 'agreement')} | {cell(members, 'median_gap_nats', digits=1)} | "
-                     f"{cell(members, 'q_auc')} | {cell(members, 'bound_auc')} |")  # fmt: skip
+                     f"{cell(members, 'q_auc')} | {cell(members, 'bound_auc')} | "
+                     f"{', '.join(cell(members, t + '_auc') for t in TERMS)} | {', '.join(cell(members, t + '_gap_nats', digits=1) for t in TERMS)} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -123,7 +138,7 @@ def main(argv=None) -> list[dict]:
         parser.error("give run folders (or --quick)")
     table = args.out / "bound_classifier.csv"
     rows = list(csv.DictReader(table.open(newline=""))) if table.exists() else []
-    done = {(r["run_dir"], r["checkpoint"]) for r in rows if r.get("bound_auc")}  # rows without the AUCs are measured again
+    done = {(r["run_dir"], r["checkpoint"]) for r in rows if r.get("pixels_auc")}  # rows without the terms are measured again
     for run_dir in run_dirs:  # every folder is checked before any is measured
         config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
         if config is None or config.get("train", config).get("method") != "adgm":

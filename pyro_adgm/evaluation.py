@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from pyro_adgm.model import ADGM
@@ -40,10 +41,29 @@ def class_bounds(model: ADGM, images: torch.Tensor, *, samples: int = 4, batch_s
     and z in eval mode (no dropout). The classes of one draw share a ~ q(a|x) and the standard-normal noise of
     z, as in training. This is what the unlabelled term compares: its optimal q(y|a,x) is the model's posterior
     softmax over k of these bounds (which include log p(y)), so the argmax of a row is the class that the
-    unlabelled images teach the classifier. Seeded; the global random state is left as it was.
+    unlabelled images teach the classifier. Seeded; the global random state is left as it was. The sum over
+    the terms of :func:`class_bound_terms`.
+    """
+    terms = class_bound_terms(model, images, samples=samples, batch_size=batch_size, device=device, seed=seed)
+    return sum(terms.values()) if terms else np.zeros((0, model.num_classes), dtype=np.float32)
+
+
+def class_bound_terms(model: ADGM, images: torch.Tensor, *, samples: int = 4, batch_size: int = 256,
+                      device: torch.device | str = "cpu", seed: int = 0) -> dict[str, np.ndarray]:  # fmt: skip
+    """:func:`class_bounds` split by where its dependence on y comes from, each (N, K) in nats, summing to it:
+
+    - ``pixels``: log p(x|z,y), the image's likelihood;
+    - ``aux``: log p(a|z,y,x) - log q(a|x), the auxiliary variable's terms (p(a|z,y,x) reads x as well);
+    - ``latent``: log p(z) - log q(z|a,y,x), minus the KL of z;
+    - ``prior``: log p(y);
+    - ``other``: the sample sites of a model or guide extended with sites of its own (model's plus, guide's
+      minus), only where there are any.
+    Same draws and seeding as :func:`class_bounds`; an empty dict for no images.
     """
     images = torch.as_tensor(images)
-    out = []
+    names = {"pixels": (("model", "x"),), "aux": (("model", "a"), ("guide", "a")), "latent": (("model", "z"), ("guide", "z")),
+             "prior": (("model", "y"),)}  # fmt: skip
+    out: dict[str, list[torch.Tensor]] = {}
     with model.evaluating(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in range(0, images.shape[0], batch_size):
@@ -53,23 +73,28 @@ def class_bounds(model: ADGM, images: torch.Tensor, *, samples: int = 4, batch_s
             labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             a = poutine.trace(model.guide).get_trace(x, labels).nodes["a"]["value"]
             z_noise_seed = int(torch.randint(2**62, ()))
-            bounds = []
+            per_class: dict[str, list[torch.Tensor]] = {}
             for k in range(model.num_classes):
                 torch.manual_seed(z_noise_seed)  # the same noise for z under every class
                 guide = poutine.trace(poutine.condition(model.guide, data={"a": a})).get_trace(x, labels + k)
                 latents = {"a": a, "z": guide.nodes["z"]["value"]}
                 joint = poutine.trace(poutine.condition(model.model, data=latents)).get_trace(x, labels + k)
-                bounds.append(per_image_log_prob(joint) - per_image_log_prob(guide))
-            out.append(torch.stack(bounds, -1).reshape(samples, batch, model.num_classes).mean(0).cpu())
-    if not out:
-        return np.zeros((0, model.num_classes), dtype=np.float32)
-    return torch.cat(out).numpy()
+                signed = {("model", site): value for site, value in site_log_probs(joint).items()}
+                signed.update({("guide", site): -value for site, value in site_log_probs(guide).items()})
+                for name, parts in names.items():
+                    per_class.setdefault(name, []).append(sum(signed.pop(part) for part in parts))
+                if signed:
+                    per_class.setdefault("other", []).append(sum(signed.values()))
+            for name, values in per_class.items():
+                out.setdefault(name, []).append(torch.stack(values, -1).reshape(samples, batch, model.num_classes).mean(0).cpu())
+    return {name: torch.cat(parts).numpy() for name, parts in out.items()} if images.shape[0] else {}
 
 
-def per_image_log_prob(trace) -> torch.Tensor:
-    """The sum of a trace's sample sites' log densities per image (B,), observed sites included."""
+def site_log_probs(trace) -> dict[str, torch.Tensor]:
+    """Each sample site's log density per image (B,), observed sites included, by site name (not the plates'
+    subsample sites)."""
     trace.compute_log_prob()
-    return sum(site["log_prob"] for site in trace.nodes.values() if site["type"] == "sample")
+    return {name: site["log_prob"] for name, site in trace.nodes.items() if site["type"] == "sample" and not site_is_subsample(site)}
 
 
 def classification_report(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict:

@@ -299,7 +299,8 @@ def test_bound_classifier_quick_measures_each_checkpoint_once(tmp_path):
     for row in rows:
         assert row["images"] == 15 and 0 <= row["q_accuracy"] <= 1 and 0 <= row["bound_accuracy"] <= 1
         assert row["median_gap_nats"] >= 0
-        for auc in (row["q_auc"], row["bound_auc"]):
+        for auc in (row["q_auc"], row["bound_auc"], row["pixels_auc"], row["aux_auc"], row["latent_auc"]):
             assert np.isnan(auc) or 0 <= auc <= 1
+        assert all(np.isfinite(row[f"{t}_gap_nats"]) for t in module.TERMS)
     again = module.main([rows[0]["run_dir"], "--out", str(tmp_path)])  # finished rows are read back, not measured
     assert len(again) == 2 and (tmp_path / "bound_classifier.md").read_text().count("| demo | defaults | 3 |") == 2
