@@ -24,8 +24,8 @@ Run from the repository root::
 pneumoniamnist/pneumoniamnist_28.npz``, prepared once into ``OUT/prepared``) at 10 and 100 labels per class, seeds
 0 to 2, 12 epochs with an 8-epoch warm-up (the label sweep's schedule, BENCHMARKS.md), model selection on ``val``,
 the best checkpoint evaluated once on ``test``; it writes ``OUT/consistency.csv`` (one row per run) and
-``OUT/consistency_summary.csv`` (mean and sd over the seeds). Resumable: finished runs are read back. An epoch took
-40 s on one CPU thread, so the 12 runs take about 2 hours.
+``OUT/consistency_summary.csv`` (mean and sd over the seeds). Resumable: finished runs are read back. A run took
+220 to 310 s on one CPU thread (two processes on 2 cores), so the 12 runs take about an hour on one thread.
 """
 
 from __future__ import annotations
