@@ -304,3 +304,18 @@ def test_bound_classifier_quick_measures_each_checkpoint_once(tmp_path):
         assert all(np.isfinite(row[f"{t}_gap_nats"]) for t in module.TERMS)
     again = module.main([rows[0]["run_dir"], "--out", str(tmp_path)])  # finished rows are read back, not measured
     assert len(again) == 2 and (tmp_path / "bound_classifier.md").read_text().count("| demo | defaults | 3 |") == 2
+
+
+def test_latent_size_quick_trains_the_smaller_z_once(tmp_path):
+    from pyro_adgm import runs
+
+    rows = load("latent_size").main(["--quick", "--z-dims", "4", "--out", str(tmp_path)])
+    assert [(r["setting"], r["labels_per_class"], r["unlabelled_weight"]) for r in rows] == [("z-4", 3, "batch-means")]
+    run_dir = tmp_path / "quick" / "z-4" / "adgm-3labels-seed0"
+    model, _ = runs.load_model(run_dir / "best.pt", "cpu")
+    assert model.z_dim == 4
+    stamp = (run_dir / "best.pt").stat().st_mtime_ns
+    again = load("latent_size").main(["--quick", "--z-dims", "4", "--out", str(tmp_path)])  # read back, not trained
+    assert again == rows and (run_dir / "best.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit):
+        load("latent_size").main(["--quick", "--z-dims", "0", "--out", str(tmp_path)])
