@@ -66,20 +66,18 @@ def measure(checkpoint: Path, data: str, setting: str) -> dict:
     q = probs.argmax(1)
     terms = class_bound_terms(model, images, samples=SAMPLES, seed=0)
     bounds = sum(terms.values())
-    by_bound = bounds.argmax(1)
-    top_two = np.sort(bounds, 1)[:, -2:]
-    first, second = np.argsort(bounds, 1)[:, -1], np.argsort(bounds, 1)[:, -2]
-    rows = np.arange(len(labels))
+    order = np.argsort(bounds, 1)
+    by_bound, second, rows = order[:, -1], order[:, -2], np.arange(len(labels))  # the two best classes of each image
     config = state["train_config"]
     return {"data": data, "setting": setting, "labels_per_class": config["labels_per_class"], "seed": config["seed"],
             "checkpoint": checkpoint.stem, "epoch": state.get("epoch"), "images": len(labels),
             "q_accuracy": round(float((q == labels).mean()), 4), "bound_accuracy": round(float((by_bound == labels).mean()), 4),
             "agreement": round(float((q == by_bound).mean()), 4),
-            "median_gap_nats": round(float(np.median(top_two[:, 1] - top_two[:, 0])), 2),
+            "median_gap_nats": round(float(np.median(bounds[rows, by_bound] - bounds[rows, second])), 2),
             "bound_majority_share": round(float(np.bincount(by_bound, minlength=model.num_classes).max() / len(labels)), 4),
             "q_auc": round(margin_auc(np.log(np.clip(probs, 1e-30, None)), labels), 4), "bound_auc": round(margin_auc(bounds, labels), 4),
             **{f"{t}_auc": round(margin_auc(terms[t], labels), 4) for t in TERMS},
-            **{f"{t}_gap_nats": round(float(np.median(terms[t][rows, first] - terms[t][rows, second])), 2) for t in TERMS},
+            **{f"{t}_gap_nats": round(float(np.median(terms[t][rows, by_bound] - terms[t][rows, second])), 2) for t in TERMS},
             "run_dir": str(checkpoint.parent)}  # fmt: skip
 
 
@@ -87,7 +85,7 @@ def cell(members: list[dict], field: str, scale: float = 1.0, digits: int = 3, s
     """Mean ± sd of a field over the runs of a row of the table."""
     mean, sd, _ = mean_sd([float(m[field]) * scale if m.get(field) not in (None, "") else None for m in members])
     if mean is None:
-        return "-"  # rows measured before the column was added
+        return "-"  # rows without this column
     text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
     return text if sd is None else f"{text} ± {sd:.{digits}f}"
 

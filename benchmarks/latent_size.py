@@ -9,16 +9,22 @@ the image for y to explain. This script trains the ADGM with the defaults and ``
 ``OUT/DATA/z-SIZE/adgm-Nlabels-seedS``, the layout that ``bound_classifier.py`` reads. The default z (64) is
 ``label_weight.py``'s ``batch-means`` setting. Resumable: finished runs are read back; each finished run's row is
 merged into ``--rows`` (by default ``OUT/latent_size.csv``), whose runs are not trained again.
+``--summarise-only`` writes ``OUT/latent_size.md`` from the committed rows: each size's runs (z = 64 from
+``--default-rows``, ``label_weight.py``'s batch-means runs), the test gain over the supervised baseline of the
+same seed (``rsna_1500.csv``) and the last checkpoint's bound against q(y|a,x) (``bound_classifier.csv``).
 
     OMP_NUM_THREADS=1 python benchmarks/latent_size.py --data rsna-2class --z-dims 16 --seeds 0 1 2 --out runs/label-weight
     OMP_NUM_THREADS=1 python benchmarks/bound_classifier.py runs/label-weight/rsna-*/*/adgm-* --out benchmarks/results
+    python benchmarks/latent_size.py --summarise-only --out benchmarks/results
     python benchmarks/latent_size.py --quick --out /tmp/latent-size     # demo phantoms, 1 epoch; a test runs it
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
+import statistics
 import sys
 from pathlib import Path
 
@@ -27,9 +33,61 @@ sys.path.insert(0, str(ROOT))
 from label_weight import COLUMNS, DATA, KEY, SETTINGS, folder_row  # noqa: E402
 from rsna_1500 import DEFAULT_SOURCE, prepared  # noqa: E402
 
-from pyro_adgm.label_curve import merge_row, read_rows, row_key, run_dir_name, run_label_curve  # noqa: E402
+from pyro_adgm.checkpoint import atomic_write_text  # noqa: E402
+from pyro_adgm.label_curve import mean_sd, merge_row, paired_differences, read_rows, row_key, run_dir_name, run_label_curve  # noqa: E402
 
 RSNA = ("rsna-2class", "rsna-3class")
+RESULTS = ROOT / "results"
+DEFAULT_Z = 64
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def summary_markdown(results: Path, default_rows: Path) -> str:
+    """The table of every size's runs on RSNA-1500: accuracies, the paired test gain over the baseline (points)
+    and, at the last checkpoint on ``val``, the bound against q(y|a,x) (``bound_classifier.csv``)."""
+    def cell(values, scale=1.0, signed=False):
+        mean, sd, _ = mean_sd([None if v in (None, "") else scale * float(v) for v in values])
+        if mean is None:
+            return "-"
+        digits = 1 if signed else 3
+        return (f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}") + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+    rows = [{**r, "setting": f"z-{DEFAULT_Z}"} for r in read_csv(default_rows) if r["setting"] == "batch-means"]
+    rows += read_csv(results / "latent_size.csv")
+    rows += [{**r, "data": f"rsna-{r['task']}", "setting": "supervised"} for r in read_csv(results / "rsna_1500.csv")
+             if r["method"] == "supervised"]  # fmt: skip
+    bounds = {}
+    for r in read_csv(results / "bound_classifier.csv"):
+        if r["checkpoint"] == "last" and r["data"] in RSNA and r["setting"] in ("batch-means", *{x["setting"] for x in rows}):
+            setting = f"z-{DEFAULT_Z}" if r["setting"] == "batch-means" else r["setting"]
+            bounds.setdefault((r["data"], setting, int(r["labels_per_class"])), []).append(r)
+    sizes = sorted({r["setting"] for r in rows if r["setting"] != "supervised"}, key=lambda s: -int(s[2:]))
+    lines = ["| data | labels/class | z | runs | val accuracy | val, last epoch | test accuracy | − supervised, test (points) | "
+             "test ROC AUC | bound − q, val (points) | ROC AUC: q(y\\|a,x) | ROC AUC: bound | ROC AUC: pixels | median gap (nats) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for data in RSNA:
+        for n in sorted({int(r["labels_per_class"]) for r in rows if r["data"] == data}):
+            for setting in sizes:
+                group = [r for r in rows if (r["data"], r["setting"], int(r["labels_per_class"])) == (data, setting, n)]
+                if not group:
+                    continue
+                gain = paired_differences([r for r in rows if r["data"] == data and int(r["labels_per_class"]) == n], setting,
+                                          "supervised", column="setting", metrics=("test_accuracy",))  # fmt: skip
+                measured = bounds.get((data, setting, n), [])
+                gaps = [float(b["median_gap_nats"]) for b in measured]
+                lines.append(" | ".join([
+                    f"| RSNA-1500 {data[5:]}", str(n), setting[2:], str(len(group)),
+                    *(cell([r[c] for r in group]) for c in ("val_accuracy", "final_val_accuracy", "test_accuracy")),
+                    f"{gain[0]['test_accuracy_mean'] * 100:+.1f} ± {gain[0]['test_accuracy_sd'] * 100:.1f}" if gain else "-",
+                    cell([r["test_roc_auc"] for r in group]),
+                    cell([float(b["bound_accuracy"]) - float(b["q_accuracy"]) for b in measured], 100, signed=True),
+                    *(cell([b[c] for b in measured]) for c in ("q_auc", "bound_auc", "pixels_auc")),
+                    f"{statistics.median(gaps):.1f} |" if gaps else "- |"]))  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> list[dict]:
@@ -44,7 +102,16 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=Path("runs/label-weight"))
     parser.add_argument("--rows", type=Path, default=None, metavar="CSV", help="finished rows (default: OUT/latent_size.csv)")
     parser.add_argument("--quick", action="store_true", help="demo phantoms (28x28, 150 images), 1 epoch, 3 labels")
+    parser.add_argument("--summarise-only", action="store_true", help="write OUT/latent_size.md from --results")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the folder of latent_size.csv, rsna_1500.csv, bound_classifier.csv")
+    parser.add_argument("--default-rows", type=Path, default=RESULTS / "label_weight_rerun_e977935.csv",
+                        help=f"label_weight.py rows whose batch-means runs stand for z = {DEFAULT_Z}")
     args = parser.parse_args(argv)
+    if args.summarise_only:
+        table = summary_markdown(args.results, args.default_rows)
+        atomic_write_text(args.out / "latent_size.md", table)
+        print(table)
+        return read_rows(args.results / "latent_size.csv", KEY)
     if any(z < 1 for z in args.z_dims):
         parser.error(f"--z-dims: expected sizes of at least 1, got {args.z_dims}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")

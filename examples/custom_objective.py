@@ -24,7 +24,8 @@ Run from the repository root::
 pneumoniamnist/pneumoniamnist_28.npz``, prepared once into ``OUT/prepared``) at 10 and 100 labels per class, seeds
 0 to 2, 12 epochs with an 8-epoch warm-up (the label sweep's schedule, BENCHMARKS.md), model selection on ``val``,
 the best checkpoint evaluated once on ``test``; it writes ``OUT/consistency.csv`` (one row per run) and
-``OUT/consistency_summary.csv`` (mean and sd over the seeds). Resumable: finished runs are read back. A run took
+``OUT/consistency_summary.csv`` (mean and sd over the seeds, and of the paired differences on each seed, method
+``adgm-consistency - adgm``). Resumable: finished runs are read back. A run took
 220 to 310 s on one CPU thread (two processes on 2 cores), so the 12 runs take about an hour on one thread.
 """
 
@@ -46,7 +47,7 @@ from pyro.infer import SVI
 from data_tools.errors import InputError
 from pyro_adgm.augment import AugmentSettings, DeviceAugment
 from pyro_adgm.evaluation import to_float_images
-from pyro_adgm.label_curve import run_label_curve, summarise, write_rows
+from pyro_adgm.label_curve import paired_differences, run_label_curve, summarise, write_rows
 from pyro_adgm.objectives import ADGMObjective, Batch, linear_ramp, register_objective
 
 METHOD = "adgm-consistency"
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                config_overrides={"warmup_epochs": 8.0, "device": args.device}, **common)  # fmt: skip
     write_rows(rows, args.out / "consistency.csv")
     summary = summarise(rows)
-    write_rows(summary, args.out / "consistency_summary.csv", columns=list(summary[0]))
+    write_rows(summary + paired_differences(rows, METHOD, "adgm"), args.out / "consistency_summary.csv", columns=list(summary[0]))
     for s in summary:
         print(f"{s['method']:<18} {s['labels_per_class']:>4} labels/class: val {s['val_accuracy_mean']:.3f}, "
               f"test {s['test_accuracy_mean'] if s['test_accuracy_mean'] is not None else float('nan'):.3f} ({s['runs']} runs)")  # fmt: skip

@@ -288,6 +288,31 @@ def summarise(rows: Sequence[dict], *, by: Sequence[str] = ("method", "labels_pe
     return summary
 
 
+def paired_differences(rows: Sequence[dict], treated: str, baseline: str, *, column: str = "method",
+                       by: Sequence[str] = ("labels_per_class",), metrics: Sequence[str] = SUMMARY_METRICS) -> list[dict]:  # fmt: skip
+    """``treated`` against ``baseline`` (two values of ``column``) on the same seeds: one row per distinct value of
+    the ``by`` columns, in the order first seen, with ``column`` = "TREATED - BASELINE", runs (the seeds that both
+    have), and mean / sd over those seeds of each metric's difference (keys ``<metric>_mean``, ``<metric>_sd``;
+    None where a pair lacks the metric)."""
+    def key(row):
+        return tuple(int(row[k]) if k == "labels_per_class" else row[k] for k in by)
+
+    base = {(key(r), int(r["seed"])): r for r in rows if r[column] == baseline}
+    groups: dict[tuple, list[tuple[dict, dict]]] = {}
+    for row in rows:
+        if row[column] == treated and (key(row), int(row["seed"])) in base:
+            groups.setdefault(key(row), []).append((row, base[(key(row), int(row["seed"]))]))
+    out = []
+    for group, pairs in groups.items():
+        entry = {**dict(zip(by, group)), column: f"{treated} - {baseline}", "runs": len(pairs)}
+        for metric in metrics:
+            differences = [None if t.get(metric) in (None, "") or b.get(metric) in (None, "") else float(t[metric]) - float(b[metric])
+                           for t, b in pairs]  # fmt: skip
+            entry[f"{metric}_mean"], entry[f"{metric}_sd"], _ = mean_sd(differences)
+        out.append(entry)
+    return out
+
+
 def format_summary(summary: Sequence[dict]) -> str:
     """A plain-text table: method, labels per class, runs, accuracy mean ± sd (validation and test)."""
 

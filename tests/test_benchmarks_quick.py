@@ -319,3 +319,14 @@ def test_latent_size_quick_trains_the_smaller_z_once(tmp_path):
     assert again == rows and (run_dir / "best.pt").stat().st_mtime_ns == stamp
     with pytest.raises(SystemExit):
         load("latent_size").main(["--quick", "--z-dims", "0", "--out", str(tmp_path)])
+
+
+def test_latent_size_summary_is_the_table_in_benchmarks_md():
+    """--summarise-only on the committed rows gives the z table of BENCHMARKS.md, row for row."""
+    module = load("latent_size")
+    table = module.summary_markdown(BENCHMARKS / "results", BENCHMARKS / "results" / "label_weight_rerun_e977935.csv")
+    rows = [line for line in table.splitlines() if line.startswith("| RSNA-1500")]
+    assert len(rows) == 8
+    document = (BENCHMARKS.parent / "BENCHMARKS.md").read_text().replace("−", "-")
+    for row in rows:
+        assert row in document, row

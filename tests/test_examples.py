@@ -174,6 +174,10 @@ def test_custom_objective_quick_trains_the_adgm_and_its_consistency_variant_thro
         assert "consistency_loss" not in next(csv.DictReader(handle))
     for name in ("consistency.csv", "consistency_summary.csv"):
         assert (out / name).is_file(), name
+    with open(out / "consistency_summary.csv", newline="") as summary_file, open(out / "consistency.csv", newline="") as runs_file:
+        written, runs = ({r["method"]: r for r in csv.DictReader(f)} for f in (summary_file, runs_file))
+    assert float(written["adgm-consistency - adgm"]["val_accuracy_mean"]) == pytest.approx(
+        float(runs["adgm-consistency"]["val_accuracy"]) - float(runs["adgm"]["val_accuracy"]))  # fmt: skip
     # the same folder with other settings of the term is refused, not reported as them
     with pytest.raises(InputError, match="consistency.json: the runs in .* had the consistency settings"):
         example.main(["--quick", "--targets", "hard", "--out", str(out)])

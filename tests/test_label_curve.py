@@ -137,3 +137,18 @@ def test_a_results_file_with_a_bad_cell_names_its_line(tmp_path):
     path.write_text("method,seed\nadgm,0\n")
     with pytest.raises(InputError, match="rows.csv, line 2: no labels_per_class"):
         read_rows(path)
+
+
+def test_paired_differences_pair_the_same_seeds():
+    from pyro_adgm.label_curve import paired_differences
+
+    rows = [{"method": "a", "labels_per_class": 10, "seed": 0, "val_accuracy": 0.8},
+            {"method": "a", "labels_per_class": 10, "seed": 1, "val_accuracy": 0.9},
+            {"method": "a", "labels_per_class": 10, "seed": 2, "val_accuracy": 0.5},  # no baseline of seed 2: left out
+            {"method": "b", "labels_per_class": 10, "seed": 0, "val_accuracy": 0.7},
+            {"method": "b", "labels_per_class": 10, "seed": 1, "val_accuracy": 0.6},
+            {"method": "b", "labels_per_class": 100, "seed": 0, "val_accuracy": 0.6}]  # fmt: skip
+    (out,) = paired_differences(rows, "a", "b", metrics=("val_accuracy", "test_accuracy"))
+    assert out["method"] == "a - b" and out["labels_per_class"] == 10 and out["runs"] == 2
+    assert out["val_accuracy_mean"] == pytest.approx(0.2) and out["val_accuracy_sd"] == pytest.approx(0.02**0.5)  # differences 0.1, 0.3
+    assert out["test_accuracy_mean"] is None  # neither has it
