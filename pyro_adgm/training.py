@@ -48,6 +48,24 @@ from pyro_adgm.tensorboard_log import EpochScalars
 logger = logging.getLogger(__name__)
 
 
+def epoch_summary(row: dict) -> str:
+    """The log line of an epoch's ``metrics.csv`` row; the bound, the KL weight and p(y) only where the objective
+    has them (not for the supervised baseline, whose row holds NaN there)."""
+
+    def measured(name: str) -> bool:
+        value = row.get(name)
+        return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+    parts = [f"epoch {row['epoch']}: loss {row['train_loss']:.4g}"]
+    if measured("unlabelled_bound"):
+        parts.append(f"bound {row['unlabelled_bound']:.5g} nats/image ({row['unlabelled_bits_per_dim']:.4f} bits/dim)")
+    parts.append(f"train acc {row['train_accuracy']:.3f}, val acc {row['val_accuracy']:.3f}")
+    if measured("kl_weight"):
+        parts.append(f"KL weight {row['kl_weight']:.3f}, p(y) {row['class_prior']}")
+    parts.append(f"{row['seconds']:.1f}s")
+    return ", ".join(parts)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch, the step and the last good checkpoint."""
 
@@ -271,9 +289,7 @@ class Trainer:
         if improved:
             save_checkpoint(self.run_dir / "best.pt", state)
         save_checkpoint(self.run_dir / "last.pt", state)
-        logger.info("epoch %d: loss %.4g, bound %.5g nats/image (%.4f bits/dim), train acc %.3f, val acc %.3f, KL weight %.3f, p(y) %s, %.1fs",
-                    self.epoch, row["train_loss"], row["unlabelled_bound"], row["unlabelled_bits_per_dim"], row["train_accuracy"],
-                    row["val_accuracy"], row["kl_weight"], row["class_prior"], row["seconds"])  # fmt: skip
+        logger.info("%s", epoch_summary(row))
 
     def finish(self, rows: list[dict]) -> dict:
         """Load the best checkpoint's evaluated weights into the model and write ``report.json``,

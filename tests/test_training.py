@@ -504,3 +504,14 @@ def test_the_adgm_step_checks_the_distributions_on_its_first_step_only(tmp_path)
     trainer.train_epoch()
     assert checked == [True] + [False] * (trainer.steps_per_epoch - 1) and trainer.steps_per_epoch > 1
     assert is_validation_enabled()  # restored after each step
+
+
+def test_epoch_summary_names_only_what_the_objective_measured():
+    from pyro_adgm.training import epoch_summary
+
+    adgm = {"epoch": 3, "train_loss": 12.5, "unlabelled_bound": -681.79, "unlabelled_bits_per_dim": 8.4213, "train_accuracy": 0.82,
+            "val_accuracy": 0.607, "kl_weight": 0.1, "class_prior": "0.5000 0.5000", "seconds": 36.44}  # fmt: skip
+    assert epoch_summary(adgm) == ("epoch 3: loss 12.5, bound -681.79 nats/image (8.4213 bits/dim), train acc 0.820, "
+                                   "val acc 0.607, KL weight 0.100, p(y) 0.5000 0.5000, 36.4s")  # fmt: skip
+    supervised = {**adgm, "unlabelled_bound": math.nan, "unlabelled_bits_per_dim": math.nan, "kl_weight": math.nan}
+    assert epoch_summary(supervised) == "epoch 3: loss 12.5, train acc 0.820, val acc 0.607, 36.4s"
