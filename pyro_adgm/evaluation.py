@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from sklearn.metrics import confusion_matrix, roc_auc_score
@@ -170,3 +171,28 @@ def generation_accuracy(generator: ADGM, classifier: ADGM, per_class: int = 200,
     per_class_hits = {k: float(hits[requested == k].mean()) for k in range(generator.num_classes)}
     return {"accuracy": float(hits.mean()), "per_class_accuracy": per_class_hits,
             "mean_requested_probability": float(probs[np.arange(len(requested)), requested].mean()), "per_class": per_class}  # fmt: skip
+
+
+def without_detail(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (N, C, S, S) with the detail finer than ``size`` x ``size`` removed: area-averaged down to ``size``
+    and bilinearly back to S (``size`` >= S: the images themselves). A control for judging generated images,
+    whose means of p(x|z,y) are smoother than real images."""
+    full = images.shape[-1]
+    if size >= full:
+        return images
+    small = F.interpolate(images, size=(size, size), mode="area")
+    return F.interpolate(small, size=(full, full), mode="bilinear", align_corners=False)
+
+
+def detail_control(classifier: ADGM, images: torch.Tensor, labels: np.ndarray, sizes: Sequence[int]) -> dict[int, dict[int, float]]:
+    """The classifier's per-class accuracy on real uint8 images (N, S, S) or (N, C, S, S) with labels (N,) at each detail
+    ``size`` (:func:`without_detail`): {size: {class: accuracy}}, classes without images left out. How much a
+    judge of generated images reads smoothness as a class."""
+    x = to_float_images(images)
+    result = {}
+    for size in sizes:
+        smooth = (without_detail(x, size) * 255).round().clamp(0, 255).to(torch.uint8)
+        predicted = predict_proba(classifier, smooth, device=classifier.class_prior.device).argmax(1)
+        result[int(size)] = {k: float((predicted[labels == k] == k).mean()) for k in range(classifier.num_classes) if (labels == k).any()}
+    return result
+

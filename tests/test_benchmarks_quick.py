@@ -233,6 +233,8 @@ def test_generation_accuracy_quick_classifies_every_generated_image():
     per_class = list(result["per_class_accuracy"].values())
     assert result["accuracy"] == pytest.approx(sum(per_class) / 2)
     assert all(0.0 <= v <= 1.0 for v in per_class) and 0.0 < result["mean_requested_probability"] < 1.0
+    assert set(result["detail_control"]) == {28, 14}  # the full 28 pixels, then the detail of 14 removed
+    assert all(set(accuracy) == {0, 1} for accuracy in result["detail_control"].values())
 
 
 def test_label_weight_quick_weighs_the_batches_alike(tmp_path):

@@ -5,7 +5,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_adgm.evaluation import adjust_to_class_shares, best_threshold_accuracy
+from pyro_adgm.evaluation import adjust_to_class_shares, best_threshold_accuracy, without_detail
 from pyro_adgm.model import ADGM
 
 
@@ -98,3 +98,14 @@ def test_class_bound_terms_split_the_bound_by_site():
             latent = normal(0.0, 1.0).log_prob(z).sum(-1) - normal(z_loc, z_scale).log_prob(z).sum(-1)
             for name, value in (("pixels", pixels), ("aux", aux), ("latent", latent)):
                 np.testing.assert_allclose(one[name][:, k], value.numpy(), rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+def test_without_detail_keeps_coarse_structure_and_removes_fine():
+    coarse = torch.zeros(1, 1, 8, 8)
+    coarse[..., :, 4:] = 1.0  # two halves: survives averaging to 2x2
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]).remainder(2).float().view(1, 1, 8, 8)
+    assert torch.equal(without_detail(checker, 8), checker)
+    assert torch.allclose(without_detail(checker, 4), torch.full_like(checker, 0.5))  # finer than 4 pixels: gone
+    smooth = without_detail(coarse, 2)
+    assert smooth[..., :, 0].max() < 0.5 < smooth[..., :, 7].min()
+
