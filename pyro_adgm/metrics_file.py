@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,3 +44,21 @@ def formatted(row: dict) -> dict:
 def training_seconds(rows: Sequence[dict]) -> float:
     """The training time of the epochs in ``rows`` (over resumed runs too)."""
     return sum(float(row["seconds"]) for row in rows)
+
+
+def epoch_summary(row: dict) -> str:
+    """The log line of an epoch's ``metrics.csv`` row; the bound, the KL weight and p(y) only where the objective
+    has them (not for the supervised baseline, whose row holds NaN there)."""
+
+    def measured(name: str) -> bool:
+        value = row.get(name)
+        return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+    parts = [f"epoch {row['epoch']}: loss {row['train_loss']:.4g}"]
+    if measured("unlabelled_bound"):
+        parts.append(f"bound {row['unlabelled_bound']:.5g} nats/image ({row['unlabelled_bits_per_dim']:.4f} bits/dim)")
+    parts.append(f"train acc {row['train_accuracy']:.3f}, val acc {row['val_accuracy']:.3f}")
+    if measured("kl_weight"):
+        parts.append(f"KL weight {row['kl_weight']:.3f}, p(y) {row['class_prior']}")
+    parts.append(f"{row['seconds']:.1f}s")
+    return ", ".join(parts)

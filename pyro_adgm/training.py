@@ -39,31 +39,13 @@ from pyro_adgm.config import CONFIG_VERSION, TrainConfig
 from pyro_adgm.device import resolve_device, training_environment
 from pyro_adgm.distributed import PeerFailure, World
 from pyro_adgm.evaluation import classification_report, predict_proba, to_float_images
-from pyro_adgm.metrics_file import METRIC_COLUMNS, formatted, read_metrics, training_seconds, write_metrics
+from pyro_adgm.metrics_file import METRIC_COLUMNS, epoch_summary, formatted, read_metrics, training_seconds, write_metrics
 from pyro_adgm.model import ADGM
 from pyro_adgm.objectives import Batch, DataSizes, make_objective
 from pyro_adgm.plots import plot_run
 from pyro_adgm.tensorboard_log import EpochScalars
 
 logger = logging.getLogger(__name__)
-
-
-def epoch_summary(row: dict) -> str:
-    """The log line of an epoch's ``metrics.csv`` row; the bound, the KL weight and p(y) only where the objective
-    has them (not for the supervised baseline, whose row holds NaN there)."""
-
-    def measured(name: str) -> bool:
-        value = row.get(name)
-        return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-    parts = [f"epoch {row['epoch']}: loss {row['train_loss']:.4g}"]
-    if measured("unlabelled_bound"):
-        parts.append(f"bound {row['unlabelled_bound']:.5g} nats/image ({row['unlabelled_bits_per_dim']:.4f} bits/dim)")
-    parts.append(f"train acc {row['train_accuracy']:.3f}, val acc {row['val_accuracy']:.3f}")
-    if measured("kl_weight"):
-        parts.append(f"KL weight {row['kl_weight']:.3f}, p(y) {row['class_prior']}")
-    parts.append(f"{row['seconds']:.1f}s")
-    return ", ".join(parts)
 
 
 class TrainingDiverged(RuntimeError):

@@ -507,7 +507,7 @@ def test_the_adgm_step_checks_the_distributions_on_its_first_step_only(tmp_path)
 
 
 def test_epoch_summary_names_only_what_the_objective_measured():
-    from pyro_adgm.training import epoch_summary
+    from pyro_adgm.metrics_file import epoch_summary
 
     adgm = {"epoch": 3, "train_loss": 12.5, "unlabelled_bound": -681.79, "unlabelled_bits_per_dim": 8.4213, "train_accuracy": 0.82,
             "val_accuracy": 0.607, "kl_weight": 0.1, "class_prior": "0.5000 0.5000", "seconds": 36.44}  # fmt: skip
