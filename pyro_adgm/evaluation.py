@@ -195,4 +195,3 @@ def detail_control(classifier: ADGM, images: torch.Tensor, labels: np.ndarray, s
         predicted = predict_proba(classifier, smooth, device=classifier.class_prior.device).argmax(1)
         result[int(size)] = {k: float((predicted[labels == k] == k).mean()) for k in range(classifier.num_classes) if (labels == k).any()}
     return result
-

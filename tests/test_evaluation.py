@@ -108,4 +108,3 @@ def test_without_detail_keeps_coarse_structure_and_removes_fine():
     assert torch.allclose(without_detail(checker, 4), torch.full_like(checker, 0.5))  # finer than 4 pixels: gone
     smooth = without_detail(coarse, 2)
     assert smooth[..., :, 0].max() < 0.5 < smooth[..., :, 7].min()
-
