@@ -4,7 +4,8 @@ Prepares the images once at ``--size`` (64 by default, a size a CPU trains in mi
 per class in ``val`` and 20% in ``test``, then, for each task (2class, 3class), labels-per-class count and seed,
 trains one ADGM run and one supervised run on the same label draw (:func:`pyro_adgm.label_curve.run_label_curve`;
 the rest of the training split is the unlabelled set), selects on ``val`` and evaluates the best checkpoint once
-on ``test``. Resumable: finished runs are read back. Two processes with different ``--tasks`` can share ``--out``.
+on ``test``, and on the run's unlabelled training images against their hidden labels (the transductive accuracy,
+``unlabelled_accuracy``: what the method makes of the images it trained on without labels). Resumable: finished runs are read back. Two processes with different ``--tasks`` can share ``--out``.
 
 Writes ``OUT/rsna_1500.csv`` (one row per finished run) and ``OUT/rsna_1500.md`` (mean ± sd over seeds and the
 ADGM's gain over the baseline on the same seed, in points).
@@ -18,6 +19,7 @@ ADGM's gain over the baseline on the same seed, in points).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -28,7 +30,7 @@ from pyro_adgm.label_curve import finished_row, mean_sd, run_label_curve, write_
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "rsna-1500"
 COLUMNS = ("task", "method", "labels_per_class", "seed", "val_accuracy", "final_val_accuracy", "test_accuracy",
-           "test_roc_auc", "seconds", "run_dir")  # fmt: skip
+           "test_roc_auc", "unlabelled_accuracy", "seconds", "run_dir")  # fmt: skip
 
 
 def prepared(source: Path, out: Path, size: int) -> Path:
@@ -40,10 +42,29 @@ def prepared(source: Path, out: Path, size: int) -> Path:
     return folder
 
 
+def tested_runs(out: Path) -> list[Path]:
+    """The finished and tested run folders under ``out`` (``out/TASK/RUN``)."""
+    return [evaluation.parent for evaluation in sorted(out.glob("*class/*/evaluation-test.json"))]
+
+
+def evaluate_unlabelled(out: Path, device: str) -> None:
+    """Evaluate each tested run's best checkpoint on its unlabelled training images, where not done yet."""
+    from pyro_adgm import runs
+
+    for run_dir in tested_runs(out):
+        if not (run_dir / f"evaluation-{runs.UNLABELLED}.json").exists():
+            runs.evaluate(run_dir / "best.pt", split=runs.UNLABELLED, device=device)
+
+
 def read_rows(out: Path) -> list[dict]:
-    """Every finished and tested run's row under ``out`` (``out/TASK/RUN``), the task column added."""
-    return [{**finished_row(evaluation.parent), "task": evaluation.parent.parent.name}
-            for evaluation in sorted(out.glob("*class/*/evaluation-test.json"))]  # fmt: skip
+    """Every finished and tested run's row under ``out``, with the task and, where evaluated, the accuracy on the
+    run's unlabelled training images."""
+    rows = []
+    for run_dir in tested_runs(out):
+        unlabelled = run_dir / "evaluation-unlabelled.json"
+        accuracy = json.loads(unlabelled.read_text())["accuracy"] if unlabelled.exists() else None
+        rows.append({**finished_row(run_dir), "task": run_dir.parent.name, "unlabelled_accuracy": accuracy})
+    return rows
 
 
 def summary_markdown(rows: list[dict], command: str) -> str:
@@ -54,7 +75,7 @@ def summary_markdown(rows: list[dict], command: str) -> str:
     test = {(r["task"], r["method"], int(r["labels_per_class"]), int(r["seed"])): float(r["test_accuracy"])
             for r in rows if r.get("test_accuracy") not in (None, "")}  # fmt: skip
     lines = ["| task | labels/class | method | runs | test accuracy | − supervised (points) | test ROC AUC | val accuracy | "
-             "val, last epoch |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "val, last epoch | unlabelled images' accuracy |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for key in sorted({(r["task"], int(r["labels_per_class"]), r["method"]) for r in rows}):
         task, n, method = key
         group = [r for r in rows if (r["task"], int(r["labels_per_class"]), r["method"]) == key]
@@ -64,7 +85,7 @@ def summary_markdown(rows: list[dict], command: str) -> str:
         gain = "-" if gain_mean is None else f"{gain_mean:+.1f}" + (f" ± {gain_sd:.1f}" if gain_sd is not None else "")
         lines.append(f"| {task} | {n} | {method} | {len(group)} | {cell([r['test_accuracy'] for r in group])} | {gain} | "
                      f"{cell([r['test_roc_auc'] for r in group])} | {cell([r['val_accuracy'] for r in group])} | "
-                     f"{cell([r['final_val_accuracy'] for r in group])} |")  # fmt: skip
+                     f"{cell([r['final_val_accuracy'] for r in group])} | {cell([r.get('unlabelled_accuracy') for r in group])} |")  # fmt: skip
     return f"`{command}`\n\n" + "\n".join(lines) + "\n"
 
 
@@ -98,6 +119,7 @@ def main(argv=None) -> list[dict]:
                 for n in args.labels:
                     run_label_curve([n], [seed], args.methods, data=data, task=task, epochs=args.epochs,
                                     out_dir=args.out / task, config_overrides=overrides, model_options=sizes)  # fmt: skip
+        evaluate_unlabelled(args.out, args.device)
     everything = read_rows(args.out)
     write_rows(everything, args.out / "rsna_1500.csv", COLUMNS)
     command = (f"python benchmarks/rsna_1500.py --size {args.size} --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "

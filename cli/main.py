@@ -114,7 +114,8 @@ def train(config_file, out_dir, resume_dir, **settings):
 @app.command()
 @click.option("--checkpoint", type=click.Path(), required=True, help="best.pt or last.pt of a run.")
 @click.option("--data", type=click.Path(), default=None, help="Prepared dataset (default: the one the checkpoint was trained on).")
-@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--split", type=click.Choice(runs.EVALUATION_SPLITS), default="val", show_default=True,
+              help="unlabelled: the training images the run drew no label for, scored against their hidden labels.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Where to write evaluation-SPLIT.json and confusion-SPLIT.png (default: next to the checkpoint).")
 @click.option("--device", default="auto", show_default=True)
 @one_line_errors

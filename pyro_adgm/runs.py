@@ -38,6 +38,10 @@ from pyro_adgm.plots import plot_confusion, save_image_grid
 from pyro_adgm.training import TrainConfig, Trainer, TrainingData, resolve_device
 
 logger = logging.getLogger(__name__)
+#: the name :func:`checkpoint_split` gives a run's unlabelled training images (their labels hidden in training)
+UNLABELLED = "unlabelled"
+#: the splits a checkpoint can be evaluated on
+EVALUATION_SPLITS = ("val", "test", UNLABELLED)
 
 
 
@@ -71,17 +75,24 @@ def split_rows(dataset: PreparedDataset, labels: np.ndarray, split: str) -> np.n
     return rows[labels[rows] >= 0]
 
 
+def labelled_and_unlabelled_rows(dataset: PreparedDataset, labels: np.ndarray, class_names: Sequence[str],
+                                 labels_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The training split's rows drawn as labelled (``labels_per_class`` per class, seeded) and the rest, the
+    unlabelled rows (with the images that have no label in the task), both sorted int64."""
+    train_rows = dataset.split_indices("train")
+    labelled = labelled_subset(labels, train_rows[labels[train_rows] >= 0], labels_per_class, class_names, seed=seed)
+    return labelled, np.setdiff1d(train_rows, labelled)
+
+
 def build_training_data(dataset: PreparedDataset, task: str, labels_per_class: int, *, seed: int,
                         image_size: int | None = None, description: dict | None = None) -> TrainingData:  # fmt: skip
     """Labelled subset (``labels_per_class`` per class, seeded, training split only), the rest of the training
     split unlabelled, and the validation split."""
     labels, class_names = dataset.task_labels(task)
-    train_rows = dataset.split_indices("train")
     val_rows = split_rows(dataset, labels, "val")
     if len(val_rows) == 0:
         raise InputError(f"{dataset.name}: no validation images for task {task!r} (prepare it with a validation fraction)")
-    labelled = labelled_subset(labels, train_rows[labels[train_rows] >= 0], labels_per_class, class_names, seed=seed)
-    unlabelled = np.setdiff1d(train_rows, labelled)
+    labelled, unlabelled = labelled_and_unlabelled_rows(dataset, labels, class_names, labels_per_class, seed)
     return TrainingData(
         labelled_images=load_images(dataset, labelled, image_size),
         labelled_labels=torch.from_numpy(labels[labelled]),
@@ -244,14 +255,23 @@ def checkpoint_split(state: dict, split: str, image_size: int, *,
                      data: str | Path | None = None) -> tuple[torch.Tensor, np.ndarray, list[str], str]:  # fmt: skip
     """A split of the data a checkpoint (``state``, from :func:`load_model`) was trained on, or of ``data``:
     uint8 images (n, S, S) at ``image_size``, labels (n,) of the checkpoint's task, its class names and the
-    dataset's name. A dataset whose task has other classes, or an empty split, is an :class:`InputError`."""
+    dataset's name. A dataset whose task has other classes, or an empty split, is an :class:`InputError`.
+
+    ``split`` names a split of the dataset (train, val, test) or is ``unlabelled``: the training images that the
+    run drew no label for (its own draw, from its labels per class and seed), with their hidden labels, the
+    set on which semi-supervised methods report their transductive accuracy."""
     description = state.get("data", {})
     dataset = open_dataset(data, None) if data is not None else open_dataset(description.get("data"), description.get("demo"))
     task = state["train_config"]["task"]
     labels, class_names = dataset.task_labels(task)
     if list(class_names) != list(state["class_names"]):
         raise InputError(f"{dataset.name}: task {task!r} has classes {list(class_names)}, the checkpoint {list(state['class_names'])}")
-    rows = split_rows(dataset, labels, split)
+    if split == UNLABELLED:
+        config = state["train_config"]
+        _, rows = labelled_and_unlabelled_rows(dataset, labels, class_names, config["labels_per_class"], config["seed"])
+        rows = rows[labels[rows] >= 0]
+    else:
+        rows = split_rows(dataset, labels, split)
     if len(rows) == 0:
         raise InputError(f"{dataset.name}: the {split!r} split holds no images")
     return load_images(dataset, rows, image_size), labels[rows], list(class_names), dataset.name

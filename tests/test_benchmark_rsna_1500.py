@@ -2,6 +2,7 @@
 one label draw, evaluates on test once and writes the table."""
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def test_quick_run_writes_one_comparison(tmp_path):
         written = list(csv.DictReader(handle))
     assert {r["task"] for r in written} == {"2class"}
     assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in written)
+    for row in written:  # each run also scored on its own unlabelled images, against their hidden labels
+        unlabelled = json.loads((Path(row["run_dir"]) / "evaluation-unlabelled.json").read_text())
+        assert unlabelled["split"] == "unlabelled" and float(row["unlabelled_accuracy"]) == unlabelled["accuracy"]
     table = (tmp_path / "rsna_1500.md").read_text()
     assert "| 2class | 5 | adgm | 1 |" in table and "| 2class | 5 | supervised | 1 |" in table
     # rerun: the finished runs are read back, not trained again

@@ -305,7 +305,12 @@ def test_bound_classifier_quick_measures_each_checkpoint_once(tmp_path):
             assert np.isnan(auc) or 0 <= auc <= 1
         assert all(np.isfinite(row[f"{t}_gap_nats"]) for t in module.TERMS)
     again = module.main([rows[0]["run_dir"], "--out", str(tmp_path)])  # finished rows are read back, not measured
-    assert len(again) == 2 and (tmp_path / "bound_classifier.md").read_text().count("| demo | defaults | 3 |") == 2
+    assert len(again) == 2 and (tmp_path / "bound_classifier.md").read_text().count("| demo | defaults | 3 | val |") == 2
+    both = module.main([rows[0]["run_dir"], "--split", "unlabelled", "--out", str(tmp_path)])
+    unlabelled = [r for r in both if r["split"] == "unlabelled"]
+    assert [r["checkpoint"] for r in unlabelled] == ["best", "last"] and len(both) == 4
+    assert unlabelled[0]["images"] == 150 - 15 - 15 - 2 * 3  # the demo's 150 images less val, test and the 3 labels per class
+    assert (tmp_path / "bound_classifier.md").read_text().count("| demo | defaults | 3 | unlabelled |") == 2
 
 
 def test_latent_size_quick_trains_the_smaller_z_once(tmp_path):

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import app
+from data_tools.demo import make_demo_dataset
 from pyro_adgm.likelihoods import DiscretizedLogisticLikelihood
 from pyro_adgm.runs import load_model
 
@@ -63,6 +64,16 @@ def test_evaluate_prints_table_and_writes_json_and_png(run_dir, tmp_path):
     assert report["split"] == "test" and len(report["confusion_matrix"]) == 3
     assert f"test accuracy: {report['accuracy']:.4f}" in result.output
     assert (tmp_path / "confusion-test.png").is_file()
+
+
+def test_evaluate_on_the_unlabelled_images_scores_the_hidden_labels(run_dir, tmp_path):
+    result = invoke("evaluate", "--checkpoint", run_dir / "best.pt", "--split", "unlabelled", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "evaluation-unlabelled.json").read_text())
+    demo = json.loads((run_dir / "config.json").read_text())["data"]["demo"]
+    train_images = len(make_demo_dataset(demo["n_images"], demo["image_size"], seed=demo["seed"]).split_indices("train"))
+    assert report["split"] == "unlabelled" and report["n"] == train_images - 3 * 5  # 5 labels per class drawn
+    assert f"unlabelled accuracy: {report['accuracy']:.4f}" in result.output
 
 
 def test_sample_writes_a_png_grid_of_the_class(run_dir, tmp_path):

@@ -195,6 +195,24 @@ def test_training_data_keeps_splits_apart_and_labels_aligned():
     assert sorted(data.labelled_labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
 
 
+def test_the_unlabelled_split_is_the_run_s_own_unlabelled_images_with_their_hidden_labels():
+    from data_tools.demo import make_demo_dataset
+    from pyro_adgm.runs import build_training_data, checkpoint_split
+
+    demo = {"n_images": 200, "image_size": 16, "seed": 5}
+    dataset = make_demo_dataset(**demo)
+    data = build_training_data(dataset, "3class", 4, seed=2)
+    labels, names = dataset.task_labels("3class")
+    state = {"data": {"data": None, "demo": demo}, "train_config": {"task": "3class", "labels_per_class": 4, "seed": 2},
+             "class_names": list(names)}  # fmt: skip
+    images, hidden, _, _ = checkpoint_split(state, "unlabelled", 16)
+    assert torch.equal(images, data.unlabelled_images)  # every demo image has a 3class label
+    as_rows = {bytes(img): i for i, img in enumerate(dataset.images)}
+    assert hidden.tolist() == labels[[as_rows[bytes(img.numpy())] for img in images]].tolist()
+    other_draw, _, _, _ = checkpoint_split({**state, "train_config": {**state["train_config"], "seed": 3}}, "unlabelled", 16)
+    assert len(other_draw) == len(images) and not torch.equal(other_draw, images)
+
+
 def test_each_batch_stands_for_its_images_in_j_alpha(tmp_path):
     trainer = prepare_trainer(tiny_config(epochs=1), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
     seen = []
