@@ -337,3 +337,34 @@ def test_latent_size_summary_is_the_table_in_benchmarks_md():
     document = (BENCHMARKS.parent / "BENCHMARKS.md").read_text().replace("−", "-")
     for row in rows:
         assert row in document, row
+
+
+def test_view_position_aucs_tell_the_class_within_each_view():
+    module = load("view_position")
+    rng = np.random.default_rng(0)
+    ap = rng.random(400) < 0.5
+    abnormal = rng.random(400) < np.where(ap, 0.7, 0.2)  # AP more often abnormal, as in RSNA
+    view_only = ap + rng.normal(0, 0.1, 400)  # a margin that knows the view and nothing else
+    aucs = module.view_aucs(view_only, abnormal, ap)
+    assert aucs["view"] > 0.99 and aucs["class"] > 0.7  # the view alone ranks the classes
+    assert abs(aucs["class_pa"] - 0.5) < 0.12 and abs(aucs["class_ap"] - 0.5) < 0.12  # but not within a view
+    assert aucs["class"] == pytest.approx(roc_auc_score(abnormal, view_only))
+    assert np.isnan(module.view_aucs(view_only, np.zeros(400, bool), ap)["class"])
+
+
+def test_view_position_refuses_a_folder_without_views(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        load("view_position").main(["--quick", "--source", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert "no labels.csv" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (BENCHMARKS.parents[1] / "shared" / "data" / "rsna-1500" / "labels.csv").is_file(),
+                    reason="../shared/data/rsna-1500 is absent")
+def test_view_position_quick_measures_both_rankings_on_the_unlabelled_images(tmp_path):
+    rows = load("view_position").main(["--quick", "--out", str(tmp_path)])
+    assert [r["checkpoint"] for r in rows] == ["best", "last"]
+    row = rows[0]
+    assert row["split"] == "unlabelled" and row["images"] == 1049 - 10  # the training images less the 5 labels per class
+    assert row["ap_share_abnormal"] > row["ap_share_normal"]  # RSNA's AP films are more often abnormal
+    assert all(0 <= row[f"{who}_{r}_auc"] <= 1 for who in ("q", "bound") for r in ("class", "view", "class_pa", "class_ap"))
+    assert "| runs | adgm | 5 | unlabelled | last | 1 |" in (tmp_path / "view_position.md").read_text()
