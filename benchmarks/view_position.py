@@ -79,7 +79,8 @@ def measure(checkpoint: Path, views: dict[str, str], setting: str, split: str) -
         raise InputError(f"{checkpoint}: a 2class (normal, abnormal) checkpoint expected, not classes {state['class_names']}")
     images, labels, _, _ = runs.checkpoint_split(state, split, model.image_size)
     dataset = runs.open_dataset(state["data"]["data"])
-    ids = split_ids(dataset, state, split)
+    labels_of_task, class_names = dataset.task_labels(config["task"])
+    ids = dataset.index.patient[runs.checkpoint_split_rows(state, split, dataset, labels_of_task, class_names)]
     missing = [i for i in ids if views.get(i) not in ("AP", "PA")]
     if missing:
         raise InputError(f"{checkpoint}: no AP/PA view in labels.csv for patient {missing[0]} (and {len(missing) - 1} more)")
@@ -96,18 +97,6 @@ def measure(checkpoint: Path, views: dict[str, str], setting: str, split: str) -
             "seed": config["seed"], "split": split, "checkpoint": checkpoint.stem, "epoch": state.get("epoch"),
             "images": len(labels), "ap_share_abnormal": round(float(ap[abnormal].mean()), 4),
             "ap_share_normal": round(float(ap[~abnormal].mean()), 4), **q, **bound, "run_dir": str(checkpoint.parent)}  # fmt: skip
-
-
-def split_ids(dataset, state: dict, split: str) -> np.ndarray:
-    """The patient ids of the images :func:`runs.checkpoint_split` returns, in its order."""
-    labels, class_names = dataset.task_labels(state["train_config"]["task"])
-    if split == runs.UNLABELLED:
-        config = state["train_config"]
-        _, rows = runs.labelled_and_unlabelled_rows(dataset, labels, class_names, config["labels_per_class"], config["seed"])
-        rows = rows[labels[rows] >= 0]
-    else:
-        rows = runs.split_rows(dataset, labels, split)
-    return dataset.index.patient[rows]
 
 
 def summary_markdown(rows: list[dict], command: str) -> str:

@@ -266,15 +266,21 @@ def checkpoint_split(state: dict, split: str, image_size: int, *,
     labels, class_names = dataset.task_labels(task)
     if list(class_names) != list(state["class_names"]):
         raise InputError(f"{dataset.name}: task {task!r} has classes {list(class_names)}, the checkpoint {list(state['class_names'])}")
-    if split == UNLABELLED:
-        config = state["train_config"]
-        _, rows = labelled_and_unlabelled_rows(dataset, labels, class_names, config["labels_per_class"], config["seed"])
-        rows = rows[labels[rows] >= 0]
-    else:
-        rows = split_rows(dataset, labels, split)
+    rows = checkpoint_split_rows(state, split, dataset, labels, class_names)
     if len(rows) == 0:
         raise InputError(f"{dataset.name}: the {split!r} split holds no images")
     return load_images(dataset, rows, image_size), labels[rows], list(class_names), dataset.name
+
+
+def checkpoint_split_rows(state: dict, split: str, dataset: PreparedDataset, labels: np.ndarray,
+                          class_names: Sequence[str]) -> np.ndarray:  # fmt: skip
+    """The dataset rows of :func:`checkpoint_split`'s images, in its order: ``split``'s rows with a label in the
+    checkpoint's task (``labels``), or for ``unlabelled`` those of the run's unlabelled training images."""
+    if split != UNLABELLED:
+        return split_rows(dataset, labels, split)
+    config = state["train_config"]
+    _, rows = labelled_and_unlabelled_rows(dataset, labels, class_names, config["labels_per_class"], config["seed"])
+    return rows[labels[rows] >= 0]
 
 
 def evaluate(checkpoint: str | Path, *, data: str | Path | None = None, split: str = "val",
