@@ -10,9 +10,15 @@ on ``test``, and on the run's unlabelled training images against their hidden la
 Writes ``OUT/rsna_1500.csv`` (one row per finished run) and ``OUT/rsna_1500.md`` (mean ± sd over seeds and the
 ADGM's gain over the baseline on the same seed, in points).
 
+``--view AP`` or ``--view PA`` keeps the patients of one view position alone (``labels.csv``'s ``ViewPosition``;
+``OUT/source-VIEW`` holds links to their images and the two stage-2 CSVs restricted to them): in rsna-1500 the
+view goes with the class (AP is 61% of the abnormal images, 18% of the normal ones), so the view alone ranks the
+2class classes (BENCHMARKS.md, "On the unlabelled images and the view position"); within one view it cannot.
+
     OMP_NUM_THREADS=1 python benchmarks/rsna_1500.py --tasks 2class --out runs/rsna-1500
     OMP_NUM_THREADS=1 python benchmarks/rsna_1500.py --tasks 3class --out runs/rsna-1500
     python benchmarks/rsna_1500.py --summarise-only --out runs/rsna-1500
+    OMP_NUM_THREADS=1 python benchmarks/rsna_1500.py --view PA --tasks 2class --out runs/rsna-1500-pa
     python benchmarks/rsna_1500.py --quick --out /tmp/rsna-quick     # tiny; a test runs it
 """
 
@@ -25,7 +31,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from pyro_adgm.label_curve import finished_row, mean_sd, run_label_curve, write_rows
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from view_position import read_views  # noqa: E402
+
+from pyro_adgm.checkpoint import atomic_write_text  # noqa: E402
+from pyro_adgm.label_curve import finished_row, mean_sd, run_label_curve, write_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "rsna-1500"
@@ -39,6 +49,32 @@ def prepared(source: Path, out: Path, size: int) -> Path:
 
     folder = out / f"prepared-{size}"
     prepare_rsna(folder, root=source, size=size, val_fraction=0.1, test_fraction=0.2, seed=0, workers=0)
+    return folder
+
+
+def one_view_source(source: Path, out: Path, view: str) -> Path:
+    """``out/source-VIEW``: the rsna-1500 layout for the patients of one view alone (links to their images, the
+    two stage-2 CSVs restricted to their rows); brought up to date with ``source`` on each call, files that
+    already match left alone (so that a dataset prepared from them is not prepared again)."""
+    from data_tools.rsna import CLASS_CSV, IMAGES_DIR, LABELS_CSV
+
+    patients = {patient for patient, position in read_views(source).items() if position == view}
+    if not patients:
+        raise SystemExit(f"{source / 'labels.csv'}: no patient with ViewPosition {view}")
+    folder = out / f"source-{view}"
+    images = folder / IMAGES_DIR
+    images.mkdir(parents=True, exist_ok=True)
+    for image in sorted((source / IMAGES_DIR).iterdir()):
+        link = images / image.name
+        if image.stem in patients and not link.is_symlink():
+            link.symlink_to(image.resolve())
+    for name in (LABELS_CSV, CLASS_CSV):
+        with open(source / name, newline="") as handle:
+            lines = handle.read().splitlines()
+        kept = "\n".join([lines[0], *(line for line in lines[1:] if line.split(",", 1)[0] in patients)]) + "\n"
+        target = folder / name
+        if not target.is_file() or target.read_text() != kept:  # rewritten, it would count as new input
+            atomic_write_text(target, kept)
     return folder
 
 
@@ -96,6 +132,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--labels", type=int, nargs="+", default=[25, 100])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["supervised", "adgm"])
+    parser.add_argument("--view", choices=["AP", "PA"], help="the patients of this view position alone")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--warmup-epochs", type=float, default=8.0)
@@ -112,7 +149,8 @@ def main(argv=None) -> list[dict]:
     if not args.summarise_only:
         if not (args.source / "labels.csv").is_file():
             parser.error(f"{args.source}: not the rsna-1500 folder (no labels.csv; see ../shared/data/README.md)")
-        data = prepared(args.source, args.out, args.size)
+        source = one_view_source(args.source, args.out, args.view) if args.view else args.source
+        data = prepared(source, args.out, args.size)
         overrides = {"warmup_epochs": args.warmup_epochs, "device": args.device}
         for task in args.tasks:
             for seed in args.seeds:  # seed by seed, so that a stopped sweep has whole comparisons
@@ -122,7 +160,8 @@ def main(argv=None) -> list[dict]:
         evaluate_unlabelled(args.out, args.device)
     everything = read_rows(args.out)
     write_rows(everything, args.out / "rsna_1500.csv", COLUMNS)
-    command = (f"python benchmarks/rsna_1500.py --size {args.size} --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
+    view = f" --view {args.view}" if args.view else ""
+    command = (f"python benchmarks/rsna_1500.py{view} --size {args.size} --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
                f"--labels {' '.join(map(str, args.labels))} --seeds {' '.join(map(str, args.seeds))} --out {shlex.quote(str(args.out))}")  # fmt: skip
     (args.out / "rsna_1500.md").write_text(summary_markdown(everything, command))
     print((args.out / "rsna_1500.md").read_text())

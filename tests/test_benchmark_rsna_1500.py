@@ -31,3 +31,23 @@ def test_quick_run_writes_one_comparison(tmp_path):
     # rerun: the finished runs are read back, not trained again
     again = rsna_1500.main(["--quick", "--out", str(tmp_path)])
     assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in rows]
+
+
+@pytest.mark.skipif(not (SOURCE / "labels.csv").is_file(), reason="../shared/data/rsna-1500 is absent")
+def test_one_view_source_holds_that_view_alone(tmp_path):
+    import rsna_1500
+    from data_tools.rsna import read_labels
+
+    with open(SOURCE / "labels.csv", newline="") as handle:
+        views = {row["patientId"]: row["ViewPosition"] for row in csv.DictReader(handle)}
+    folder = rsna_1500.one_view_source(SOURCE, tmp_path, "PA")
+    images = {path.stem for path in (folder / "stage_2_train_images").iterdir()}
+    expected = {patient for patient, view in views.items() if view == "PA"}
+    assert images == expected and 0 < len(images) < len(views)
+    labels = read_labels(folder / "stage_2_train_labels.csv", folder / "stage_2_detailed_class_info.csv")
+    assert set(labels.classes) == expected  # every PA patient keeps its label rows, no other patient has any
+    full = read_labels(SOURCE / "stage_2_train_labels.csv", SOURCE / "stage_2_detailed_class_info.csv")
+    assert all(labels.classes[p] == full.classes[p] for p in expected)
+    stamps = [(folder / name).stat().st_mtime_ns for name in ("stage_2_train_labels.csv", "stage_2_detailed_class_info.csv")]
+    assert rsna_1500.one_view_source(SOURCE, tmp_path, "PA") == folder  # a second call leaves the files alone
+    assert stamps == [(folder / name).stat().st_mtime_ns for name in ("stage_2_train_labels.csv", "stage_2_detailed_class_info.csv")]
