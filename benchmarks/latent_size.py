@@ -62,7 +62,8 @@ def summary_markdown(results: Path, default_rows: Path) -> str:
              if r["method"] == "supervised"]  # fmt: skip
     bounds = {}
     for r in read_csv(results / "bound_classifier.csv"):
-        if r["checkpoint"] == "last" and r["data"] in RSNA and r["setting"] in ("batch-means", *{x["setting"] for x in rows}):
+        on_val = (r.get("split") or "val") == "val"  # the rows of --split unlabelled measure other images
+        if on_val and r["checkpoint"] == "last" and r["data"] in RSNA and r["setting"] in ("batch-means", *{x["setting"] for x in rows}):
             setting = f"z-{DEFAULT_Z}" if r["setting"] == "batch-means" else r["setting"]
             bounds.setdefault((r["data"], setting, int(r["labels_per_class"])), []).append(r)
     sizes = sorted({r["setting"] for r in rows if r["setting"] != "supervised"}, key=lambda s: -int(s[2:]))

@@ -14,6 +14,8 @@ ADGM's gain over the baseline on the same seed, in points).
 ``OUT/source-VIEW`` holds links to their images and the two stage-2 CSVs restricted to them): in rsna-1500 the
 view goes with the class (AP is 61% of the abnormal images, 18% of the normal ones), so the view alone ranks the
 2class classes (BENCHMARKS.md, "On the unlabelled images and the view position"); within one view it cannot.
+``--likelihood-reduction mean`` trains the ADGM with log p(x|z,y) averaged over the pixels, as the paper's
+published code does (``TrainConfig.likelihood_reduction``; BENCHMARKS.md, "The pixel term averaged").
 
     OMP_NUM_THREADS=1 python benchmarks/rsna_1500.py --tasks 2class --out runs/rsna-1500
     OMP_NUM_THREADS=1 python benchmarks/rsna_1500.py --tasks 3class --out runs/rsna-1500
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from view_position import read_views  # noqa: E402
 
 from pyro_adgm.checkpoint import atomic_write_text  # noqa: E402
+from pyro_adgm.config import LIKELIHOOD_REDUCTIONS  # noqa: E402
 from pyro_adgm.label_curve import finished_row, mean_sd, run_label_curve, write_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,6 +136,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["supervised", "adgm"])
     parser.add_argument("--view", choices=["AP", "PA"], help="the patients of this view position alone")
+    parser.add_argument("--likelihood-reduction", choices=LIKELIHOOD_REDUCTIONS, default="sum",
+                        help="the ADGM's log p(x|z,y) in its objective: summed or averaged over the pixels (TrainConfig)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--warmup-epochs", type=float, default=8.0)
@@ -151,7 +156,7 @@ def main(argv=None) -> list[dict]:
             parser.error(f"{args.source}: not the rsna-1500 folder (no labels.csv; see ../shared/data/README.md)")
         source = one_view_source(args.source, args.out, args.view) if args.view else args.source
         data = prepared(source, args.out, args.size)
-        overrides = {"warmup_epochs": args.warmup_epochs, "device": args.device}
+        overrides = {"warmup_epochs": args.warmup_epochs, "device": args.device, "likelihood_reduction": args.likelihood_reduction}
         for task in args.tasks:
             for seed in args.seeds:  # seed by seed, so that a stopped sweep has whole comparisons
                 for n in args.labels:
@@ -161,6 +166,7 @@ def main(argv=None) -> list[dict]:
     everything = read_rows(args.out)
     write_rows(everything, args.out / "rsna_1500.csv", COLUMNS)
     view = f" --view {args.view}" if args.view else ""
+    view += f" --likelihood-reduction {args.likelihood_reduction}" if args.likelihood_reduction != "sum" else ""
     command = (f"python benchmarks/rsna_1500.py{view} --size {args.size} --epochs {args.epochs} --warmup-epochs {args.warmup_epochs:g} "
                f"--labels {' '.join(map(str, args.labels))} --seeds {' '.join(map(str, args.seeds))} --out {shlex.quote(str(args.out))}")  # fmt: skip
     (args.out / "rsna_1500.md").write_text(summary_markdown(everything, command))

@@ -40,6 +40,8 @@ ARCHITECTURE_KEYS = ("architecture", "a_dim", "z_dim", "channels", "hidden", "ba
 #: the likelihoods p(x|z,y) a run from grey-level images can be given
 TRAINABLE_LIKELIHOODS = ("gaussian", "discretized-logistic")
 DEFAULT_LIKELIHOOD = "gaussian"
+#: how log p(x|z,y) enters the training objective: summed over the pixels (the bound) or averaged over them
+LIKELIHOOD_REDUCTIONS = ("sum", "mean")
 #: unlabelled_weight N_l / N_u: each step's labelled and unlabelled batch means weigh alike (the paper's code)
 BATCH_MEANS = "batch-means"
 
@@ -113,6 +115,9 @@ class TrainConfig:
         likelihood: p(x|z,y): gaussian (the paper's density on [0, 1]) or discretized-logistic (a probability for
             each of the 256 grey levels; 6.2 points less accurate on PneumoniaMNIST's val at 10 labels per class,
             BENCHMARKS.md, "Ablation of the root fixes").
+        likelihood_reduction: How log p(x|z,y) enters the training objective: sum (over the pixels, the bound) or
+            mean (over the pixel values, divided by C * S * S, as the paper's published code computes it). The
+            bounds reported in metrics.csv are the sums either way (BENCHMARKS.md, "The pixel term averaged").
         decoder_norm: Normalisation inside the convolutional p(x|z,y), which sees the enumerated y: group (per
             sample) or batch (statistics per enumerated class, so that an image's p(x|z,y) depends on its batch).
         class_prior: p(y): uniform (fixed, the paper's), learned (from the unlabelled images, empirical Bayes), or
@@ -160,6 +165,7 @@ class TrainConfig:
     weight_average_decay: float | None = config_only(0.999, above=0.0, below=1.0)
     dropout: float = field(default=0.2, metadata={"min": 0.0, "below": 1.0})
     likelihood: str = config_only(DEFAULT_LIKELIHOOD, choices=TRAINABLE_LIKELIHOODS)
+    likelihood_reduction: str = config_only("sum", choices=LIKELIHOOD_REDUCTIONS)
     decoder_norm: str = config_only("group", choices=("group", "batch"))
     class_prior: str = config_only("uniform")
     label_weights: str = config_only("equal", choices=LABEL_WEIGHTS)

@@ -9,7 +9,8 @@ For a labelled batch the program adds ``alpha * log q(y|a,x)`` (the auxiliary cl
 Kingma et al. 2014 / Maaløe et al. 2016) as a factor, with a drawn from q(a|x), so that its loss is
 L(x, y) + alpha * (-log q(y|a,x)). Sizing the plate with ``data_size`` scales a batch to the whole data set, so
 that one step's loss is an unbiased estimate of J^alpha = sum_l [L + alpha CE] + sum_u U (no averaging).
-The KL terms (the a and z sites, in model and guide) are multiplied by ``kl_weight`` (warm-up); in
+The KL terms (the a and z sites, in model and guide) are multiplied by ``kl_weight`` (warm-up), log p(x|z,y) by
+``likelihood_weight`` (1, or 1 / (C S S) for its mean over the pixel values, as the paper's published code); in
 :meth:`semi_supervised_model` the whole unlabelled term can be ramped up as well (``unlabelled_weight``).
 
 Shapes: x (B, C, S, S) float in [0, 1]; y (B,) int64 class indices; K classes; under enumeration y is one-hot
@@ -192,12 +193,15 @@ class ADGM(nn.Module):
     # the probabilistic program
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, *, data_size: int | None = None,
-              kl_weight: float = 1.0, alpha: float = 0.0, plate_name: str = "data") -> None:  # fmt: skip
+              kl_weight: float = 1.0, alpha: float = 0.0, likelihood_weight: float = 1.0,
+              plate_name: str = "data") -> None:  # fmt: skip
         """p(z) p(y) p(x|z,y) p(a|z,y,x), plus ``alpha * log q(y|a,x)``
         when y is observed (times K * pi_y with ``prior_weighted_labels``).
 
         x: (B, C, S, S) float in [0, 1]; y: (B,) int64 or None (unlabelled: y comes from the guide).
         data_size: N, the number of examples the batch stands for (plate scale N/B); None means B.
+        likelihood_weight: the factor on log p(x|z,y) (1: the bound; 1 / (C S S): its mean over the pixel values,
+            as the paper's published code weighs it).
         """
         self._register()
         batch = x.shape[0]
@@ -210,7 +214,8 @@ class ADGM(nn.Module):
                 prior = prior.detach()  # labels are drawn N per class: they do not inform pi
             prior = prior.expand(batch, self.num_classes)
             y_value = pyro.sample("y", dist.OneHotCategorical(probs=prior), obs=y_onehot)
-            pyro.sample("x", self.likelihood(self.image_decoder(z=z, y=y_value)), obs=x)
+            with poutine.scale(scale=float(likelihood_weight)):
+                pyro.sample("x", self.likelihood(self.image_decoder(z=z, y=y_value)), obs=x)
             with kl_weighted(kl_weight):
                 a_loc, a_scale = self.aux_decoder(x, z=z, y=y_value)
                 a = pyro.sample("a", dist.Normal(a_loc, a_scale).to_event(1))
@@ -221,7 +226,8 @@ class ADGM(nn.Module):
                 pyro.factor("y_aux", alpha * log_q_y)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, *, data_size: int | None = None,
-              kl_weight: float = 1.0, alpha: float = 0.0, plate_name: str = "data") -> None:  # fmt: skip
+              kl_weight: float = 1.0, alpha: float = 0.0, likelihood_weight: float = 1.0,
+              plate_name: str = "data") -> None:  # fmt: skip
         """q(a|x) q(y|a,x) q(z|a,y,x); y is enumerated in parallel when not observed. Arguments as :meth:`model`."""
         self._register()
         batch = x.shape[0]
@@ -239,23 +245,27 @@ class ADGM(nn.Module):
                 pyro.sample("z", SharedNoiseNormal(z_loc, z_scale).to_event(1))
 
     def semi_supervised_model(self, x_labelled, y_labelled, x_unlabelled, *, labelled_size=None, unlabelled_size=None,
-                              kl_weight: float = 1.0, alpha: float = 0.0, unlabelled_weight: float = 1.0) -> None:  # fmt: skip
+                              kl_weight: float = 1.0, alpha: float = 0.0, unlabelled_weight: float = 1.0,
+                              likelihood_weight: float = 1.0) -> None:  # fmt: skip
         """One step's program: a labelled and an unlabelled batch, sites prefixed ``labelled/``, ``unlabelled/``.
 
         Either batch may be None. With ``kl_weight`` and ``unlabelled_weight`` 1 the loss is an unbiased
         estimate of J^alpha over ``labelled_size`` + ``unlabelled_size`` examples; ``unlabelled_weight`` < 1
-        scales the whole unlabelled term (its warm-up), 0 leaves it out.
+        scales the whole unlabelled term (its warm-up), 0 leaves it out. ``likelihood_weight``: as in :meth:`model`,
+        for both batches.
         """
         self._semi_supervised(self.model, x_labelled, y_labelled, x_unlabelled, labelled_size, unlabelled_size,
-                              kl_weight, alpha, unlabelled_weight)  # fmt: skip
+                              kl_weight, alpha, unlabelled_weight, likelihood_weight)  # fmt: skip
 
     def semi_supervised_guide(self, x_labelled, y_labelled, x_unlabelled, *, labelled_size=None, unlabelled_size=None,
-                              kl_weight: float = 1.0, alpha: float = 0.0, unlabelled_weight: float = 1.0) -> None:  # fmt: skip
+                              kl_weight: float = 1.0, alpha: float = 0.0, unlabelled_weight: float = 1.0,
+                              likelihood_weight: float = 1.0) -> None:  # fmt: skip
         """The guide matching :meth:`semi_supervised_model`."""
         self._semi_supervised(self.guide, x_labelled, y_labelled, x_unlabelled, labelled_size, unlabelled_size,
-                              kl_weight, alpha, unlabelled_weight)  # fmt: skip
+                              kl_weight, alpha, unlabelled_weight, likelihood_weight)  # fmt: skip
 
-    def _semi_supervised(self, program, x_l, y_l, x_u, size_l, size_u, kl_weight, alpha, unlabelled_weight):
+    def _semi_supervised(self, program, x_l, y_l, x_u, size_l, size_u, kl_weight, alpha, unlabelled_weight,
+                         likelihood_weight=1.0):  # fmt: skip
         # the weights are registered with Pyro once per step, by the guide (which SVI and every ELBO run with the
         # model), not once per batch in model and guide: each registration is a param site per weight through the
         # whole handler stack (benchmarks/results/host_overhead.md)
@@ -265,10 +275,12 @@ class ADGM(nn.Module):
         try:
             if x_l is not None:
                 with scope(prefix="labelled"):
-                    program(x_l, y_l, data_size=size_l, kl_weight=kl_weight, alpha=alpha, plate_name="labelled_data")
+                    program(x_l, y_l, data_size=size_l, kl_weight=kl_weight, alpha=alpha,
+                            likelihood_weight=likelihood_weight, plate_name="labelled_data")  # fmt: skip
             if x_u is not None and unlabelled_weight > 0:
                 with scope(prefix="unlabelled"), poutine.scale(scale=float(unlabelled_weight)):
-                    program(x_u, None, data_size=size_u, kl_weight=kl_weight, plate_name="unlabelled_data")
+                    program(x_u, None, data_size=size_u, kl_weight=kl_weight, likelihood_weight=likelihood_weight,
+                            plate_name="unlabelled_data")  # fmt: skip
         finally:
             self._registered = False
 

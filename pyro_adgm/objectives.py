@@ -127,6 +127,8 @@ class ADGMObjective(Objective):
         self.alpha = config.beta * (sizes.labelled + sizes.unlabelled) / sizes.labelled
         self.images = sizes.labelled + sizes.unlabelled  # the images a step's loss stands for
         self.unlabelled_weight = resolved_unlabelled_weight(config.unlabelled_weight, sizes)
+        pixel_values = model.in_channels * model.image_size**2
+        self.likelihood_weight = 1.0 / pixel_values if config.likelihood_reduction == "mean" else 1.0
         pyro.clear_param_store()
         optimizer = (pyro.optim.AdamW if config.decoupled_weight_decay else pyro.optim.Adam)(self.optimizer_settings)
         self.optimizer = DataParallelOptim(optimizer)  # the ranks of the run the trainer's process joined, if any
@@ -152,9 +154,9 @@ class ADGMObjective(Objective):
 
     def program_arguments(self, kl_weight: float, unlabelled_weight: float) -> dict:
         """The keyword arguments of :meth:`ADGM.semi_supervised_model` for one step: the plate sizes (the images
-        each batch stands for), the step's weights and alpha."""
+        each batch stands for), the step's weights, alpha and the weight of log p(x|z,y) (``likelihood_reduction``)."""
         return {"labelled_size": self.sizes.labelled, "unlabelled_size": self.sizes.unlabelled, "kl_weight": kl_weight,
-                "alpha": self.alpha, "unlabelled_weight": unlabelled_weight}  # fmt: skip
+                "alpha": self.alpha, "unlabelled_weight": unlabelled_weight, "likelihood_weight": self.likelihood_weight}  # fmt: skip
 
     def step(self, batch: Batch, progress: float) -> float:
         kwargs = self.program_arguments(*self.weights(progress))

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def test_quick_run_writes_one_comparison(tmp_path):
     import rsna_1500
 
-    rows = rsna_1500.main(["--quick", "--out", str(tmp_path)])
+    rows = rsna_1500.main(["--quick", "--likelihood-reduction", "mean", "--out", str(tmp_path)])
     assert sorted(r["method"] for r in rows) == ["adgm", "supervised"]
     with open(tmp_path / "rsna_1500.csv", newline="") as handle:
         written = list(csv.DictReader(handle))
@@ -26,10 +26,13 @@ def test_quick_run_writes_one_comparison(tmp_path):
     for row in written:  # each run also scored on its own unlabelled images, against their hidden labels
         unlabelled = json.loads((Path(row["run_dir"]) / "evaluation-unlabelled.json").read_text())
         assert unlabelled["split"] == "unlabelled" and float(row["unlabelled_accuracy"]) == unlabelled["accuracy"]
+        config = json.loads((Path(row["run_dir"]) / "config.json").read_text())["train"]
+        assert config["likelihood_reduction"] == "mean" and config["warmup_epochs"] == 1.0  # the script's settings reach the run
     table = (tmp_path / "rsna_1500.md").read_text()
     assert "| 2class | 5 | adgm | 1 |" in table and "| 2class | 5 | supervised | 1 |" in table
+    assert table.startswith("`python benchmarks/rsna_1500.py --likelihood-reduction mean --size 16")
     # rerun: the finished runs are read back, not trained again
-    again = rsna_1500.main(["--quick", "--out", str(tmp_path)])
+    again = rsna_1500.main(["--quick", "--likelihood-reduction", "mean", "--out", str(tmp_path)])
     assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in rows]
 
 

@@ -382,6 +382,7 @@ def test_the_step_passes_alpha_and_the_plate_sizes_of_j_alpha(tmp_path):
     assert n_l == 15 and n_u > 0
     kwargs = trainer.objective.program_arguments(kl_weight=0.5, unlabelled_weight=0.75)
     assert kwargs["alpha"] == pytest.approx(2.5 * (n_l + n_u) / n_l)
+    assert kwargs["likelihood_weight"] == 1.0  # likelihood_reduction "sum": the bound's log p(x|z,y)
     batch = next(trainer._batches(torch.Generator().manual_seed(0)))
     x_l, y_l, x_u = batch.x_labelled, batch.y_labelled, batch.x_unlabelled
     trainer.model.eval()  # deterministic networks: the factor can be computed again below
@@ -396,6 +397,33 @@ def test_the_step_passes_alpha_and_the_plate_sizes_of_j_alpha(tmp_path):
     a = guide.nodes["labelled/a"]["value"]
     log_q = (torch.nn.functional.one_hot(y_l, 3) * trainer.model.classifier(x_l, a=a).log_softmax(-1)).sum(-1)
     torch.testing.assert_close(model.nodes["labelled/y_aux"]["fn"].log_factor, kwargs["alpha"] * log_q)
+
+
+def test_the_mean_likelihood_reduction_divides_log_p_x_alone_by_the_pixel_values(tmp_path):
+    """likelihood_reduction mean: log p(x|z,y) of both batches weighs 1 / (C S S) of its plate's scale; the other
+    sites keep theirs, and the bound that metrics.csv reports is still the sum over the pixels."""
+    trainer = prepare_trainer(tiny_config(likelihood_reduction="mean"), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    pixels = trainer.model.in_channels * trainer.model.image_size**2
+    n_l, n_u = len(trainer.data.labelled_labels), len(trainer.data.unlabelled_images)
+    kwargs = trainer.objective.program_arguments(kl_weight=1.0, unlabelled_weight=0.75)
+    assert kwargs["likelihood_weight"] == pytest.approx(1 / pixels)
+    batch = next(trainer._batches(torch.Generator().manual_seed(0)))
+    x_l, y_l, x_u = batch.x_labelled, batch.y_labelled, batch.x_unlabelled
+    guide = pyro.poutine.trace(trainer.model.semi_supervised_guide).get_trace(x_l, y_l, x_u, **kwargs)
+    model = pyro.poutine.trace(pyro.poutine.replay(trainer.model.semi_supervised_model, trace=guide)).get_trace(x_l, y_l, x_u, **kwargs)
+    assert model.nodes["labelled/x"]["scale"] == pytest.approx(n_l / len(x_l) / pixels)
+    assert model.nodes["unlabelled/x"]["scale"] == pytest.approx(0.75 * n_u / len(x_u) / pixels)
+    assert model.nodes["labelled/z"]["scale"] == pytest.approx(n_l / len(x_l))
+    assert model.nodes["unlabelled/a"]["scale"] == pytest.approx(0.75 * n_u / len(x_u))
+    # the reported bound: the same images give the same number under either reduction
+    summed = prepare_trainer(tiny_config(), demo=TINY_DEMO, run_dir=tmp_path / "sum", model_options=SMALL_MODEL)
+    summed.model.load_state_dict(trainer.model.state_dict())
+    images, labels = trainer.data.labelled_images, trainer.data.labelled_labels
+    pyro.set_rng_seed(0)
+    mean_bound = trainer.objective.bound_per_image(images, labels)
+    pyro.set_rng_seed(0)
+    assert mean_bound == pytest.approx(summed.objective.bound_per_image(images, labels), rel=1e-5)
+    assert mean_bound < -pixels * 0.01  # a sum over the pixel values, not their mean
 
 
 @pytest.mark.parametrize("decoupled", [True, False])
