@@ -265,7 +265,7 @@ class ADGM(nn.Module):
                               kl_weight, alpha, unlabelled_weight, likelihood_weight)  # fmt: skip
 
     def _semi_supervised(self, program, x_l, y_l, x_u, size_l, size_u, kl_weight, alpha, unlabelled_weight,
-                         likelihood_weight=1.0):  # fmt: skip
+                         likelihood_weight):  # fmt: skip
         # the weights are registered with Pyro once per step, by the guide (which SVI and every ELBO run with the
         # model), not once per batch in model and guide: each registration is a param site per weight through the
         # whole handler stack (benchmarks/results/host_overhead.md)

@@ -368,3 +368,14 @@ def test_view_position_quick_measures_both_rankings_on_the_unlabelled_images(tmp
     assert row["ap_share_abnormal"] > row["ap_share_normal"]  # RSNA's AP films are more often abnormal
     assert all(0 <= row[f"{who}_{r}_auc"] <= 1 for who in ("q", "bound") for r in ("class", "view", "class_pa", "class_ap"))
     assert "| runs | adgm | 5 | unlabelled | last | 1 |" in (tmp_path / "view_position.md").read_text()
+
+
+def test_class_offset_quick_measures_the_margin_of_each_unlabelled_image(tmp_path):
+    rows = load("class_offset").main(["--quick", "--draws", "4", "--out", str(tmp_path)])
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["images"] > 0 and row["margin_sd"] > 0 and 0.0 <= row["share_1"] <= 1.0 and 0.0 < row["q_share_1"] < 1.0
+    assert row["z_sd"] > 0  # means of p(x|z,y) differ between draws of z
+    with open(tmp_path / "class_offset.csv", newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert float(written[0]["margin_mean"]) == pytest.approx(row["margin_mean"])
