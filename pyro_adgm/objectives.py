@@ -46,13 +46,18 @@ from pyro_adgm.precision import autocast, step_context
 @dataclass
 class Batch:
     """One step's images. x: augmented float (B, C, S, S) in [0, 1]; y: int64 (B,). ``unlabelled_images``: the
-    uint8 (B, S, S) images ``x_unlabelled`` was made from, for objectives that draw views of their own. The
-    unlabelled fields are None for objectives that do not use unlabelled images, or where there are none."""
+    uint8 (B, S, S) images ``x_unlabelled`` was made from, for objectives that draw views of their own.
+    ``labelled_index``, ``unlabelled_index``: int64 (B,), the images' positions in the run's
+    :class:`~pyro_adgm.training.TrainingData` (``labelled_images``, ``unlabelled_images``), for objectives that
+    look up something of their own per image (a covariate, a stored prediction). The unlabelled fields are None
+    for objectives that do not use unlabelled images, or where there are none."""
 
     x_labelled: torch.Tensor
     y_labelled: torch.Tensor
     x_unlabelled: torch.Tensor | None = None
     unlabelled_images: torch.Tensor | None = None
+    labelled_index: torch.Tensor | None = None
+    unlabelled_index: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -152,9 +152,10 @@ class Trainer:
         chunks_u = order_u.tensor_split(self.steps_per_epoch) if order_u is not None else None
         for step in range(self.steps_per_epoch):
             idx_l = distributed.shard(order_l[step * batch_l : (step + 1) * batch_l], world)
-            batch = Batch(self._inputs(data.labelled_images[idx_l]), data.labelled_labels[idx_l])
+            batch = Batch(self._inputs(data.labelled_images[idx_l]), data.labelled_labels[idx_l], labelled_index=idx_l)
             if chunks_u is not None:
-                batch.unlabelled_images = data.unlabelled_images[distributed.shard(chunks_u[step], world)]
+                batch.unlabelled_index = distributed.shard(chunks_u[step], world)
+                batch.unlabelled_images = data.unlabelled_images[batch.unlabelled_index]
                 batch.x_unlabelled = self._inputs(batch.unlabelled_images)
             yield batch
 

@@ -399,6 +399,18 @@ def test_the_step_passes_alpha_and_the_plate_sizes_of_j_alpha(tmp_path):
     torch.testing.assert_close(model.nodes["labelled/y_aux"]["fn"].log_factor, kwargs["alpha"] * log_q)
 
 
+def test_a_batch_names_the_positions_of_its_images_in_the_training_data(tmp_path):
+    """Batch.labelled_index / unlabelled_index point at the very images and labels of the step, and an epoch's
+    unlabelled positions cover the unlabelled images once each."""
+    trainer = prepare_trainer(tiny_config(), demo=TINY_DEMO, run_dir=tmp_path / "run", model_options=SMALL_MODEL)
+    data, seen = trainer.data, []
+    for batch in trainer._batches(torch.Generator().manual_seed(0)):
+        assert torch.equal(batch.y_labelled, data.labelled_labels[batch.labelled_index])
+        assert torch.equal(batch.unlabelled_images, data.unlabelled_images[batch.unlabelled_index])
+        seen.append(batch.unlabelled_index)
+    assert sorted(torch.cat(seen).tolist()) == list(range(len(data.unlabelled_images)))
+
+
 def test_the_mean_likelihood_reduction_divides_log_p_x_alone_by_the_pixel_values(tmp_path):
     """likelihood_reduction mean: log p(x|z,y) of both batches weighs 1 / (C S S) of its plate's scale; the other
     sites keep theirs, and the bound that metrics.csv reports is still the sum over the pixels."""
