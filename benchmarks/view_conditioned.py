@@ -15,10 +15,14 @@ and a registered objective (``adgm-view``) that looks up the views of a step's i
 (:class:`~pyro_adgm.objectives.Batch` ``labelled_index`` / ``unlabelled_index``).
 
 Protocol as ``benchmarks/rsna_1500.py`` (64x64, 12 epochs, warm-up 8, 2class, selection on ``val``, the best
-checkpoint read once on ``test`` and on the run's unlabelled training images); the baseline and the plain ADGM
-on the same label draws are that script's rows. Resumable: finished runs are read back.
+checkpoint read once on ``test`` and on the run's unlabelled training images); for 2class also what the bound
+and q rank by on those images (``view_position.py``'s AUCs, ``OUT/view_rankings.{csv,md}``). The baseline and the
+ADGM without v on the same label draws are other scripts' rows, set beside these with ``--compare`` (a table in
+``OUT/view_conditioned_TASK.md``). Resumable: finished runs are read back.
 
     OMP_NUM_THREADS=1 python benchmarks/view_conditioned.py --labels 25 --seeds 0 --out runs/rsna-1500-view
+    python benchmarks/view_conditioned.py --summarise-only --out runs/rsna-1500-view \
+        --compare supervised=benchmarks/results/rsna_1500_mean.csv,task=2class,method=supervised
     python benchmarks/view_conditioned.py --quick --out /tmp/view-quick      # tiny; a test runs it
 """
 
@@ -40,10 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rsna_1500 import DEFAULT_SOURCE, prepared  # noqa: E402
 from view_position import COLUMNS as RANKING_COLUMNS  # noqa: E402
 from view_position import SAMPLES, read_views, view_aucs  # noqa: E402
+from view_position import summary_markdown as ranking_table  # noqa: E402
 
 from pyro_adgm import ADGM, TrainConfig  # noqa: E402
 from pyro_adgm import runs  # noqa: E402
-from pyro_adgm.checkpoint import atomic_write_json, load_checkpoint  # noqa: E402
+from pyro_adgm.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint  # noqa: E402
 from pyro_adgm.evaluation import class_bounds, predict_proba, to_float_images  # noqa: E402
 from pyro_adgm.label_curve import finished_row, paired_differences, summarise, write_rows  # noqa: E402
 from pyro_adgm.objectives import ADGMObjective, register_objective  # noqa: E402
@@ -219,7 +224,7 @@ def comparison_markdown(rows: list[dict], baseline: str) -> str:
     lines = ["| labels/class | method | runs | test accuracy | − " + baseline + ", test (points) | test ROC AUC | val accuracy | val, last epoch | unlabelled images' accuracy |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     metrics = ("test_accuracy", "test_roc_auc", "val_accuracy", "final_val_accuracy", "unlabelled_accuracy")
-    for entry in summarise(rows, metrics=metrics):
+    for entry in sorted(summarise(rows, metrics=metrics), key=lambda e: e["labels_per_class"]):
         n, method = entry["labels_per_class"], entry["method"]
         pair = [d for d in paired_differences(rows, method, baseline, metrics=("test_accuracy",)) if d["labels_per_class"] == n]
 
@@ -272,6 +277,7 @@ def main(argv=None) -> list[dict]:
     rankings = [row for p in sorted((args.out / args.task).glob(f"{METHOD}-*/view_rankings.json")) for row in json.loads(p.read_text())]
     if rankings:
         write_rows(rankings, args.out / "view_rankings.csv", RANKING_COLUMNS)
+        atomic_write_text(args.out / "view_rankings.md", ranking_table(rankings, f"`python benchmarks/view_conditioned.py --out {args.out}`"))
     if compared:
         table = comparison_markdown([*compared, *finished], args.baseline)
         (args.out / f"view_conditioned_{args.task}.md").write_text(table)

@@ -67,6 +67,7 @@ def test_quick_run_trains_evaluates_and_reads_back(tmp_path):
     rankings = json.loads((run_dir / "view_rankings.json").read_text())  # the bound's ranking by class and by view
     assert [r["checkpoint"] for r in rankings] == ["best", "last"]
     assert all(0.0 <= r[f"{m}_{k}_auc"] <= 1.0 for r in rankings for m in ("q", "bound") for k in ("class", "view", "class_pa", "class_ap"))
+    assert "| view-conditioned | adgm-view | 5 | unlabelled | best | 1 |" in (tmp_path / "view_rankings.md").read_text()
     assert rankings[0]["images"] == 1039 and 0.55 < rankings[0]["ap_share_abnormal"] < 0.65  # rsna-1500: AP is 61% of the abnormal
     for split in ("test", "unlabelled"):
         assert json.loads((run_dir / f"evaluation-{split}.json").read_text())["split"] == split
