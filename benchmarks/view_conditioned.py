@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyro
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,7 +50,7 @@ from view_position import summary_markdown as ranking_table  # noqa: E402
 from pyro_adgm import ADGM, TrainConfig  # noqa: E402
 from pyro_adgm import runs  # noqa: E402
 from pyro_adgm.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint  # noqa: E402
-from pyro_adgm.evaluation import class_bounds, predict_proba, to_float_images  # noqa: E402
+from pyro_adgm.evaluation import class_bounds, predict_proba  # noqa: E402
 from pyro_adgm.label_curve import finished_row, paired_differences, summarise, write_rows  # noqa: E402
 from pyro_adgm.objectives import ADGMObjective, register_objective  # noqa: E402
 
@@ -98,6 +99,8 @@ class ViewObjective(ADGMObjective):
     ``views``: {"labelled": (N_l,), "unlabelled": (N_u,)} int64, in the order of the run's TrainingData."""
 
     def __init__(self, model: ViewConditionedADGM, config, sizes, views: dict[str, torch.Tensor]):
+        if config.eval_batch_size < config.diagnostics_size:
+            raise SystemExit("adgm-view: eval_batch_size must be at least diagnostics_size (one batch of views per bound)")
         super().__init__(model, config, sizes)
         self.views = views
 
@@ -110,27 +113,12 @@ class ViewObjective(ADGMObjective):
             self.model.views["unlabelled_data"] = self._views("unlabelled", batch.unlabelled_index)
         return super().step(batch, progress)
 
-    def epoch_metrics(self, data) -> dict:
-        parts = {id(data.labelled_images): "labelled", id(data.unlabelled_images): "unlabelled"}
-
-        def bound_with_views(images, labels):
-            part = parts[id(images)]
-            n = min(len(images), self.config.diagnostics_size)
-            views = self._views(part, torch.arange(n, device=images.device))
-            total = 0.0
-            with self.model.evaluating():
-                for start in range(0, n, self.config.eval_batch_size):
-                    x = to_float_images(images[start : min(n, start + self.config.eval_batch_size)])
-                    y = None if labels is None else labels[start : start + len(x)]
-                    self.model.views = {"data": views[start : start + len(x)]}
-                    total += self.elbo.loss(self.model.model, self.model.guide, x, y)
-            return -total / n if n else float("nan")
-
-        self.bound_per_image = bound_with_views
-        try:
-            return super().epoch_metrics(data)
-        finally:
-            del self.bound_per_image  # the method again
+    def bound_per_image(self, images: torch.Tensor, labels: torch.Tensor | None) -> float:
+        """The ADGM's bound diagnostic, with the views of the images it reads: the first ``diagnostics_size`` of the
+        labelled images (labels given) or of the unlabelled ones (None), in one batch."""
+        n = min(len(images), self.config.diagnostics_size)
+        self.model.views = {"data": self._views("unlabelled" if labels is None else "labelled", torch.arange(n, device=images.device))}
+        return super().bound_per_image(images, labels)
 
 
 def view_codes(dataset, rows: np.ndarray, views: dict[str, str]) -> torch.Tensor:
@@ -156,6 +144,7 @@ def one_run(data: Path, source: Path, run_dir: Path, *, task: str, labels: int, 
         return ViewConditionedADGM(num_classes=len(class_names), image_size=dataset.image_size, **model_options)
 
     if not (run_dir / "report.json").exists():
+        pyro.set_rng_seed(seed)  # the initialisation is the seed's, as prepare_trainer seeds a model it builds itself
         if (run_dir / "last.pt").exists():
             trainer = runs.prepare_trainer(TrainConfig.from_dict(load_checkpoint(run_dir / "last.pt")["train_config"]),
                                            run_dir=run_dir, model=build())  # fmt: skip
@@ -219,6 +208,13 @@ def compared_rows(spec: str) -> list[dict]:
     return [{**r, "method": name} for r in rows]
 
 
+def cell(mean: float | None, sd: float | None, scale: float = 1.0, digits: int = 3, sign: str = "") -> str:
+    """``mean ± sd`` (times ``scale``), ``-`` where there is no mean."""
+    if mean is None:
+        return "-"
+    return f"{scale * mean:{sign}.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
+
+
 def comparison_markdown(rows: list[dict], baseline: str) -> str:
     """Mean ± sd over seeds of each method, and each method's paired difference from ``baseline`` (points)."""
     lines = ["| labels/class | method | runs | test accuracy | − " + baseline + ", test (points) | test ROC AUC | val accuracy | val, last epoch | unlabelled images' accuracy |",
@@ -227,12 +223,6 @@ def comparison_markdown(rows: list[dict], baseline: str) -> str:
     for entry in sorted(summarise(rows, metrics=metrics), key=lambda e: e["labels_per_class"]):
         n, method = entry["labels_per_class"], entry["method"]
         pair = [d for d in paired_differences(rows, method, baseline, metrics=("test_accuracy",)) if d["labels_per_class"] == n]
-
-        def cell(mean, sd, scale=1.0, digits=3, sign=""):
-            if mean is None:
-                return "-"
-            return f"{scale * mean:{sign}.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
-
         gain = cell(pair[0]["test_accuracy_mean"], pair[0]["test_accuracy_sd"], 100, 1, "+") if pair and method != baseline else "-"
         lines.append(f"| {n} | {method} | {entry['runs']} | " + " | ".join(
             [cell(entry["test_accuracy_mean"], entry["test_accuracy_sd"]), gain]

@@ -71,6 +71,13 @@ def test_quick_run_trains_evaluates_and_reads_back(tmp_path):
     assert rankings[0]["images"] == 1039 and 0.55 < rankings[0]["ap_share_abnormal"] < 0.65  # rsna-1500: AP is 61% of the abnormal
     for split in ("test", "unlabelled"):
         assert json.loads((run_dir / f"evaluation-{split}.json").read_text())["split"] == split
+    # the seed fixes the run: the same seed trains the same model again
+    same = view_conditioned.main(["--quick", "--out", str(tmp_path / "again")])
+    def trained(folder):
+        with open(folder / "metrics.csv", newline="") as handle:
+            return [(r["train_loss"], r["unlabelled_bound"], r["val_accuracy"]) for r in csv.DictReader(handle)]
+
+    assert trained(Path(same[0]["run_dir"])) == trained(run_dir)
     # read back, not trained again, and set beside another method's rows on the same draw
     other = tmp_path / "other.csv"
     other.write_text("task,method,labels_per_class,seed,test_accuracy\n2class,supervised,5,0,0.25\n3class,supervised,5,0,0.9\n")
