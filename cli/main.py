@@ -166,12 +166,11 @@ def predict(checkpoint, files, out_file, device):
       pyro-adgm predict --checkpoint runs/2class-adgm-50labels-seed0/best.pt scan1.dcm scan2.png > predictions.csv
       pyro-adgm predict --checkpoint runs/2class-adgm-50labels-seed0/best.pt scans/ --out predictions.csv
     """
-    import os
-    import uuid
+    import io
     from pathlib import Path
 
-    from data_tools.errors import InputError
     from data_tools.image_paths import expand_image_arguments
+    from pyro_adgm.checkpoint import atomic_write_text
 
     paths = expand_image_arguments(files)
     if out_file is not None and not Path(out_file).resolve().parent.is_dir():
@@ -183,17 +182,11 @@ def predict(checkpoint, files, out_file, device):
         writer.writerows(rows)
         return
     out = Path(out_file)
-    # A temporary sibling renamed into place: a reader sees the old file or the whole new one.
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "x", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out, text.getvalue())  # a reader sees the old file or the whole new one
     click.echo(f"wrote {len(rows)} predictions to {out}")
 
 

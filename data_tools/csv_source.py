@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_tools.csv_labels import FindingColumns, FindingList, ValueClasses
-from data_tools.errors import InputError
+from data_tools.errors import InputError, reading_text
 from data_tools.image_paths import ImageLocator
 from data_tools.imaging import describe_preprocessing, prepare_image
 from data_tools.writer import Failure, ImageTask, PrepareResult, default_workers, prepare_images
@@ -213,7 +213,7 @@ def _read_rows(csv_path: Path, spec: CsvSpec) -> tuple[_Columns, _Read]:
     """One pass over the CSV: every usable row, and the counts of the others."""
     if not csv_path.is_file():
         raise InputError(f"{csv_path}: file not found (expected a label CSV)")
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle, reading_text(csv_path, "a label CSV"):
         reader = csv.reader(handle)
         header = [c.strip() for c in next(reader, [])]
         if not header:

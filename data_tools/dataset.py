@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.errors import InputError
+from data_tools.errors import InputError, reading_text
 
 FORMAT_VERSION = 1
 INDEX_COLUMNS = ("id", "patient", "class_name", "view", "split")
@@ -102,7 +102,7 @@ class PreparedDataset:
             raise InputError(
                 f"{path / 'meta.json'}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
             )
-        with open(path / "index.csv", newline="") as handle:
+        with open(path / "index.csv", newline="") as handle, reading_text(path / "index.csv", "the index of a prepared dataset"):
             reader = csv.DictReader(handle)
             missing = [c for c in INDEX_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -156,8 +156,28 @@ def count_table(index: IndexTable) -> dict[str, dict[str, int]]:
     return counts
 
 
+def check_output_folder(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse an output folder that writing a prepared dataset there would destroy (raises :class:`InputError`).
+
+    ``out`` may be new, empty, or a prepared dataset (it holds ``meta.json``; it is replaced whole). A file, a
+    folder holding anything else, or a folder that holds any of ``inputs`` (the source's files) is refused.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: a file, not a folder; choose a new folder for the prepared dataset")
+    base = os.path.abspath(out)
+    for source in inputs:
+        path = os.path.abspath(source)
+        if path == base or path.startswith(base + os.sep):
+            raise InputError(f"--out {out}: holds the input {source}, which writing the dataset would delete; choose a folder outside the inputs")
+    if out.is_dir() and not (out / "meta.json").is_file() and any(out.iterdir()):
+        raise InputError(f"--out {out}: the folder exists and is not a prepared dataset (no meta.json); choose a new or empty folder")
+
+
 def publish_dir(tmp: Path, out: Path) -> None:
-    """Move a finished folder ``tmp`` to ``out``, replacing an older one, without a moment where ``out`` is partial."""
+    """Move a finished folder ``tmp`` to ``out``, replacing an older one, without a moment where ``out`` is partial.
+    An ``out`` that is not a prepared dataset is left alone (:func:`check_output_folder`)."""
+    check_output_folder(out)
     if out.exists():
         trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(out, trash)
@@ -180,6 +200,7 @@ def write_prepared(out: str | os.PathLike, images: np.ndarray, index: IndexTable
     ``meta`` gains ``format_version``, ``tool_version``, ``image_size`` and ``counts``.
     """
     out = Path(out)
+    check_output_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.dataset import FORMAT_VERSION, IndexTable, PreparedDataset, stratified_split, tool_version
+from data_tools.errors import InputError
 from data_tools.plan import PLAN_KEY, finished_with_plan, plan_fingerprint, unchanged_message
 
 DEMO_CLASSES = ("normal", "opacity", "not-normal")
@@ -78,6 +79,15 @@ def render_phantom(rng: np.random.Generator, size: int, class_name: str) -> np.n
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
+def check_demo_settings(n_images, image_size, seed) -> None:
+    """Raise an :class:`InputError` naming the setting unless the demo data can be drawn: at least one image per
+    class, 16 to 256 pixels a side (the sizes the networks take), a seed in NumPy's range [0, 2**32)."""
+    for name, value, low, high in (("n_images (--n-images)", n_images, len(DEMO_CLASSES), 10**7),
+                                   ("image_size (--size)", image_size, 16, 256), ("seed (--seed)", seed, 0, 2**32 - 1)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InputError(f"demo {name}: expected an integer from {low} to {high}, got {value!r}")
+
+
 def make_demo_dataset(
     n_images: int = DEMO_N_IMAGES,
     image_size: int = DEMO_IMAGE_SIZE,
@@ -87,6 +97,7 @@ def make_demo_dataset(
     test_fraction: float = 0.1,
 ) -> PreparedDataset:
     """Generate the demo dataset in memory: classes in equal shares, split by :func:`stratified_split`."""
+    check_demo_settings(n_images, image_size, seed)
     rng = np.random.default_rng(seed)
     classes = np.array([DEMO_CLASSES[i % len(DEMO_CLASSES)] for i in range(n_images)], dtype=object)
     classes = classes[rng.permutation(n_images)]

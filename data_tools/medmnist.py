@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,10 +60,10 @@ def read_medmnist(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected a MedMNIST .npz)")
     try:
-        npz = np.load(path)
+        npz = np.load(path)  # allow_pickle stays False: a file of Python objects is refused, not run
         keys = set(npz.files)
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable .npz file ({error})") from None
+    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile):
+        raise InputError(f"{path}: not a readable .npz file (expected a MedMNIST .npz of uint8 image and integer label arrays)") from None
     images, labels = {}, {}
     for split in SPLITS:
         image_key, label_key = f"{split}_images", f"{split}_labels"
@@ -70,7 +71,10 @@ def read_medmnist(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
             continue
         if image_key not in keys or label_key not in keys:
             raise InputError(f"{path}: has one of {image_key}/{label_key} without the other")
-        x, y = npz[image_key], npz[label_key]
+        try:
+            x, y = npz[image_key], npz[label_key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            raise InputError(f"{path}: {image_key} / {label_key} unreadable (expected uint8 image and integer label arrays)") from None
         if y.ndim == 2 and y.shape[1] > 1:
             raise InputError(f"{path}: {label_key} has shape {y.shape}; multi-label MedMNIST sets are not supported")
         y = y.reshape(-1).astype(np.int64)

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.errors import InputError
+from data_tools.errors import InputError, reading_text
 from data_tools.imaging import describe_preprocessing, prepare_image
 from data_tools.writer import Failure, ImageTask, PrepareResult, default_workers, prepare_images
 
@@ -58,7 +58,7 @@ class RsnaLabels:
 def _read_csv(path: Path, required: tuple[str, ...], expected_layout: str) -> list[dict[str, str]]:
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected {expected_layout})")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle, reading_text(path, expected_layout):
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in required if c not in columns]

@@ -45,6 +45,7 @@ import numpy as np
 from data_tools.dataset import (
     FORMAT_VERSION,
     IndexTable,
+    check_output_folder,
     count_table,
     publish_dir,
     stratified_split,
@@ -476,6 +477,7 @@ def prepare_images(
     if not 0 <= max_failure_fraction <= 1:
         raise InputError(f"max_failure_fraction (--max-failure-fraction) {max_failure_fraction}: expected a number in [0, 1]")
     stratified_split([], [], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)  # checks fractions
+    check_output_folder(out, [t.path for t in tasks] + [str(path) for path in inputs])
     if len({t.id for t in tasks}) != len(tasks):
         raise ValueError("prepare_images: task ids must be unique (the source should report duplicates)")
     total = len(tasks) + len(early_failures)

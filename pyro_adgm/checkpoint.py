@@ -32,6 +32,8 @@ def atomic_write_bytes(path: Path, write) -> None:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:  # named by the file asked for, not by its temporary sibling
+        raise OSError(error.errno, f"cannot write ({error.strerror or type(error).__name__})", str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -50,10 +52,24 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, lambda tmp: torch.save({"version": CHECKPOINT_VERSION, **state}, tmp))
 
 
+def check_run_contents(state: dict, path: str | os.PathLike) -> dict:
+    """``state`` if it holds what a run's checkpoint holds besides its weights (the model's and the training's
+    settings, the data's description, the class names, one per class), else an :class:`InputError` naming ``path``."""
+    for key, kind in (("model_config", dict), ("train_config", dict), ("data", dict), ("class_names", list)):
+        if not isinstance(state.get(key), kind):
+            raise InputError(f"{path}: not a pyro-adgm checkpoint ({key} missing or not a {kind.__name__})")
+    names, classes = state["class_names"], state["model_config"].get("num_classes", len(state["class_names"]))
+    if not all(isinstance(name, str) for name in names) or len(names) != classes:
+        raise InputError(f"{path}: not a pyro-adgm checkpoint (class_names {names!r} for a model of {classes} classes)")
+    return state
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, resume: bool = False) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`; never unpickles code. ``resume``: one to train on,
     which must be of :data:`CHECKPOINT_VERSION`."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: a folder; expected a checkpoint file such as {path / 'best.pt'}")
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found")
     try:
@@ -74,7 +90,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, resume: bool
     if resume and state["version"] != CHECKPOINT_VERSION:
         raise InputError(f"{path}: a version-{state['version']} checkpoint, which evaluate, sample and predict read but this "
                          f"version does not train on (version {CHECKPOINT_VERSION}); resume it at commit {RESUMABLE_AT[state['version']]}")  # fmt: skip
-    variant = state.get("model_config", {}).pop("variant", "adgm")  # the model's generative structure before the SDGM's retirement
+    variant = state.get("model_config", {}).pop("variant", "adgm") if isinstance(state.get("model_config"), dict) else "adgm"  # the model's generative structure before the SDGM's retirement
     if variant != "adgm":
         raise InputError(f"{path}: holds the {variant!r} variant, retired after commit {RETIRED_VARIANT_COMMIT}; load it with that version")
     return state

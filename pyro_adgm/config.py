@@ -16,7 +16,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from data_tools.demo import DEMO_IMAGE_SIZE, DEMO_N_IMAGES
+from data_tools.demo import DEMO_IMAGE_SIZE, DEMO_N_IMAGES, check_demo_settings
 from data_tools.errors import InputError
 from pyro_adgm.augment import BACKENDS
 from pyro_adgm.model import CLASS_PRIORS, LABEL_WEIGHTS
@@ -176,7 +176,7 @@ class TrainConfig:
     binarize: bool = config_only(False)
     device: str = "auto"
     precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
-    seed: int = 0
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
     tensorboard: bool = False
     max_seconds: float | None = config_only(None, above=0.0, infinite=True)
     eval_batch_size: int = config_only(256, min=1)
@@ -191,6 +191,9 @@ class TrainConfig:
         unknown = sorted(set(self.demo) - set(DEMO_DEFAULTS))
         if unknown:
             raise InputError(f"demo: unknown key {unknown[0]!r} (expected some of {', '.join(DEMO_DEFAULTS)})")
+        check_demo_settings(self.demo["n_images"], self.demo["image_size"], self.demo["seed"])
+        if not all(0 <= b < 1 for b in self.betas):
+            raise InputError(f"betas: expected two numbers in [0, 1), got {list(self.betas)}")
         unknown = sorted(set(self.architecture) - set(ARCHITECTURE_KEYS))
         if unknown:
             raise InputError(f"architecture: unknown key {unknown[0]!r} (expected some of {', '.join(ARCHITECTURE_KEYS)})")

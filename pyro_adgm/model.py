@@ -56,6 +56,13 @@ class SharedNoiseNormal(dist.Normal):
         return self.loc + self.scale * noise
 
 
+def _check_widths(name: str, values) -> None:
+    """Raise a ValueError naming ``name`` unless ``values`` is a list of positive integers."""
+    if isinstance(values, str) or not isinstance(values, Sequence) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):  # fmt: skip
+        raise ValueError(f"{name}: expected positive integers, got {values!r}")
+
+
 def kl_weighted(weight: float):
     """Scale the log densities of the sites inside by ``weight`` (0 removes them from the objective)."""
     if weight > 0:
@@ -123,6 +130,12 @@ class ADGM(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes: expected at least 2, got {num_classes}")
+        for name, value in (("a_dim", a_dim), ("z_dim", z_dim), ("image_size", image_size), ("in_channels", in_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        _check_widths("channels", channels)
+        if hidden is not None:
+            _check_widths("hidden", hidden)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
         if architecture not in ("conv", "mlp"):

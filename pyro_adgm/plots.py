@@ -76,4 +76,5 @@ def save_image_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -
     nrow = nrow or int(np.ceil(np.sqrt(images.shape[0])))
     grid = make_grid(images.detach().cpu().float().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
     array = (grid[0] * 255).round().to(torch.uint8).numpy()
-    atomic_write_bytes(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    image_format = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")  # grid.jpg: a JPEG
+    atomic_write_bytes(path, lambda tmp: Image.fromarray(array).save(tmp, format=image_format))

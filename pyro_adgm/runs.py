@@ -23,7 +23,7 @@ from data_tools.dataset import PreparedDataset, labelled_subset
 from data_tools.demo import make_demo_dataset
 from data_tools.errors import InputError
 from pyro_adgm import distributed
-from pyro_adgm.checkpoint import atomic_write_json, load_checkpoint
+from pyro_adgm.checkpoint import atomic_write_json, check_run_contents, load_checkpoint
 from pyro_adgm.config import (  # noqa: F401  (DEFAULT_LIKELIHOOD, TRAINABLE_LIKELIHOODS, parse_known_prior: their old home)
     DEFAULT_LIKELIHOOD,
     DEMO_DEFAULTS,
@@ -152,13 +152,15 @@ def prepare_trainer(config: TrainConfig, *, data: str | Path | None = None, demo
     further :class:`ADGM` keyword arguments, taken into the config's settings (:func:`with_model_options`);
     ``model``: a model built already (its architecture is not checked against the config's); ``world``: this
     process's place in a distributed run (default: the process group joined, if any)."""
-    given = {"data": None if data is None else str(Path(data).resolve()), "demo": demo, "image_size": image_size}
+    given = {"data": data, "demo": demo, "image_size": image_size}
     config = replace(config, **{k: v for k, v in given.items() if v is not None})
+    if config.data is not None:  # absolute in the checkpoints, so that a resume from another folder reads the same data
+        config = replace(config, data=str(Path(config.data).resolve()))
     resolve_device(config.device)  # a bad device fails before any data is read
     pyro.set_rng_seed(config.seed)
     dataset = open_dataset(config.data, config.demo)
     size = config.image_size or dataset.image_size
-    description = {"data": str(Path(config.data).resolve()) if config.data is not None else None,
+    description = {"data": config.data,
                    "demo": config.demo if config.data is None else None, "image_size": size,
                    "preprocessing": dataset.meta.get("preprocessing")}  # fmt: skip
     training_data = build_training_data(dataset, config.task, config.labels_per_class, seed=config.seed,
@@ -209,19 +211,25 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, max_seconds: float
     ``model``: the same architecture built again, needed when the run's model has custom networks. A run resumes
     with any number of processes (under torchrun), whatever number it was started with."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: run directory not found")
     if not (run_dir / "config.json").is_file():
         raise InputError(f"{run_dir}: no config.json; expected a run directory written by `pyro-adgm train`")
     if not (run_dir / "last.pt").is_file():
         raise InputError(f"{run_dir}: no last.pt yet; the run finished no epoch, start it again instead")
-    state = load_checkpoint(run_dir / "last.pt", resume=True)
+    state = check_run_contents(load_checkpoint(run_dir / "last.pt", resume=True), run_dir / "last.pt")
     # last.pt, not config.json, holds the epochs of the latest resume with a new number of epochs
     config = TrainConfig.from_dict(state["train_config"], source=str(run_dir / "last.pt"))
+    recorded = state.get("data", {}).get("data")
+    if config.data is not None and not Path(config.data).is_absolute() and recorded:
+        config = replace(config, data=recorded)  # a checkpoint holding the path as given: the absolute one it recorded
     config = replace(config, **{k: v for k, v in (("epochs", epochs), ("max_seconds", max_seconds)) if v is not None})
     saved = dict(state["model_config"])
     if saved.pop("custom_networks", None) and model is None:
         raise InputError(f"{run_dir}: the model has custom networks; resume it from Python with resume(run_dir, model=...)")
     with process_group(config.device) as world:
-        trainer = prepare_trainer(config, run_dir=run_dir, model=model if model is not None else ADGM.from_config(saved), world=world)
+        model = model if model is not None else model_of_checkpoint(saved, run_dir / "last.pt")
+        trainer = prepare_trainer(config, run_dir=run_dir, model=model, world=world)
         return trainer.fit(resume=True), run_dir
 
 
@@ -232,16 +240,24 @@ def load_model(checkpoint: str | Path, device: str = "auto", *, model: ADGM | No
     """The model of a checkpoint, in eval mode on ``device``, and the checkpoint's other contents.
 
     ``model``: the architecture built again, into which the weights are loaded (needed for custom networks)."""
-    state = load_checkpoint(checkpoint)
+    state = check_run_contents(load_checkpoint(checkpoint), checkpoint)
     config = dict(state["model_config"])
     if config.pop("custom_networks", None) and model is None:
         raise InputError(f"{checkpoint}: the model has custom networks; pass model=... built the same way")
-    model = ADGM.from_config(config) if model is None else model
+    model = model_of_checkpoint(config, checkpoint) if model is None else model
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as error:
         raise InputError(f"{checkpoint}: weights do not fit the model ({str(error).splitlines()[0]})") from None
     return model.to(resolve_device(device)).eval(), state
+
+
+def model_of_checkpoint(model_config: dict, checkpoint: str | Path) -> ADGM:
+    """The model a checkpoint's ``model_config`` describes; a config that builds none is an :class:`InputError`."""
+    try:
+        return ADGM.from_config(model_config)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{checkpoint}: model_config does not describe a model ({error})") from None
 
 
 def class_index(state: dict, class_name: str, checkpoint: str | Path) -> int:
@@ -261,7 +277,10 @@ def checkpoint_split(state: dict, split: str, image_size: int, *,
     run drew no label for (its own draw, from its labels per class and seed), with their hidden labels, the
     set on which semi-supervised methods report their transductive accuracy."""
     description = state.get("data", {})
-    dataset = open_dataset(data, None) if data is not None else open_dataset(description.get("data"), description.get("demo"))
+    recorded = description.get("data")
+    if data is None and recorded is not None and not Path(recorded).exists():
+        raise InputError(f"{recorded}: the dataset this checkpoint was trained on is not there (moved or deleted); pass --data FOLDER")
+    dataset = open_dataset(data, None) if data is not None else open_dataset(recorded, description.get("demo"))
     task = state["train_config"]["task"]
     labels, class_names = dataset.task_labels(task)
     if list(class_names) != list(state["class_names"]):
@@ -307,6 +326,8 @@ def sample(checkpoint: str | Path, class_name: str, *, n: int = 16, out: str | P
     """Write a PNG grid of ``n`` generated X-rays of ``class_name``."""
     if n < 1:
         raise InputError(f"number of images: expected at least 1, got {n}")
+    if seed is not None and not 0 <= seed < 2**32:
+        raise InputError(f"seed: expected an integer from 0 to {2**32 - 1}, got {seed}")
     model, state = load_model(checkpoint, device, model=model)
     label = class_index(state, class_name, checkpoint)
     if seed is not None:

@@ -163,3 +163,140 @@ def test_npz_file_that_is_not_one(tmp_path):
 
 def test_messages_are_joined_onto_one_line():
     assert one_line("first\n\n  second  \nthird\n") == "first; second; third"
+
+
+def test_prepare_leaves_a_folder_that_is_not_a_prepared_dataset_alone(tmp_path):
+    kept = tmp_path / "notes"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("not a dataset")
+    assert_one_error_line(["prepare", "demo", "--out", kept, "--n-images", "60", "--size", "16"], "notes",
+                          "not a prepared dataset", "no meta.json")  # fmt: skip
+    assert sorted(p.name for p in kept.iterdir()) == ["mine.txt"]
+
+
+def test_prepare_refuses_an_output_folder_that_holds_its_inputs(tmp_path):
+    from PIL import Image
+
+    source = tmp_path / "scans"
+    for name in ("normal", "abnormal"):
+        (source / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((20, 20), 40 * i, dtype=np.uint8)).save(source / name / f"{i}.png")
+    for out in (source, tmp_path):
+        assert_one_error_line(["prepare", "folder", source, "--out", out, "--size", "16"], str(out), "holds the input")
+    assert len(list(source.rglob("*.png"))) == 8
+    result = CliRunner().invoke(app, ["prepare", "folder", str(source), "--out", str(tmp_path / "ok"), "--size", "16"])
+    assert result.exit_code == 0, result.output
+    again = CliRunner().invoke(app, ["prepare", "folder", str(source), "--out", str(tmp_path / "ok"), "--size", "16", "--force"])
+    assert again.exit_code == 0, again.output  # a prepared dataset is replaced
+
+
+def test_a_run_resumed_from_another_folder_reads_the_data_it_was_trained_on(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert CliRunner().invoke(app, ["prepare", "demo", "--out", "data", "--n-images", "60", "--size", "16"]).exit_code == 0
+    config = str(Path(__file__).with_name("fast_cli.toml"))
+    result = CliRunner().invoke(app, ["train", "--task", "2class", "--labels", "5", "--config", config, "--data", "data",
+                                      "--out", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path / "b")
+    (tmp_path / "b" / "data").mkdir()  # a folder of that name here must not be read instead
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["train_config"]["data"] == str(tmp_path / "a" / "data")
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "run"), "--epochs", "2"])
+    assert resumed.exit_code == 0, resumed.output
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("trained") / "run"
+    result = CliRunner().invoke(app, ["train", "--task", "2class", "--labels", "5", "--config",
+                                      str(Path(__file__).with_name("fast_cli.toml")), "--out", str(run)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda state: state.pop("class_names"), "class_names missing"),
+    (lambda state: state.pop("train_config"), "train_config missing"),
+    (lambda state: state.update(model_config="adgm"), "model_config missing or not a dict"),
+    (lambda state: state.update(class_names=["a"]), "for a model of 2 classes"),
+    (lambda state: state["model_config"].update(bogus=1), "model_config does not describe a model"),
+])  # fmt: skip
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_checkpoint_with_missing_or_malformed_contents(command, change, fragment, trained_run, tmp_path):
+    state = torch.load(trained_run / "best.pt", weights_only=True)
+    change(state)
+    torch.save(state, tmp_path / "odd.pt")
+    assert_one_error_line(COMMANDS[command](tmp_path / "odd.pt"), "odd.pt", fragment)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--labels", "5", "--seed", "-1"], "--seed: expected a value at least 0"),
+    (["train", "--labels", "5", "--seed", str(2**32)], "--seed: expected a value at most"),
+    (["prepare", "demo", "--out", "{tmp}/d", "--size", "100000"], "image_size (--size): expected an integer from 16 to 256"),
+    (["prepare", "demo", "--out", "{tmp}/d", "--n-images", "0"], "n_images (--n-images): expected an integer from 3"),
+])  # fmt: skip
+def test_out_of_range_numbers_are_named(args, fragment, tmp_path):
+    assert_one_error_line([a.replace("{tmp}", str(tmp_path)) for a in args], fragment.split(":")[0].split(" ")[0], fragment)
+
+
+def test_sample_seed_out_of_range(trained_run):
+    assert_one_error_line(["sample", "--checkpoint", trained_run / "best.pt", "--class", "normal", "--seed", "-1"], "seed",
+                          "expected an integer from 0")  # fmt: skip
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    ({"betas": [0.9, 2.0]}, "betas: expected two numbers in [0, 1)"),
+    ({"architecture": {"a_dim": -1}}, "a_dim: expected a positive integer"),
+    ({"architecture": {"channels": "abc"}}, "channels: expected positive integers"),
+    ({"demo": {"n_images": -5}}, "n_images (--n-images): expected an integer from 3"),
+])  # fmt: skip
+def test_bad_settings_in_a_config_file(settings, fragment, tmp_path):
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps(settings))
+    assert_one_error_line(["train", "--labels", "5", "--config", config, "--out", tmp_path / "run"], fragment.split(":")[0], fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_label_csv_that_is_not_text(tmp_path):
+    binary = tmp_path / "labels.csv"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    assert_one_error_line(["prepare", "csv", "--csv", binary, "--images", tmp_path, "--out", tmp_path / "d"], "labels.csv",
+                          "not a UTF-8 text file")  # fmt: skip
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip"])
+def test_a_medmnist_file_that_is_not_an_npz(content, tmp_path):
+    path = tmp_path / "broken.npz"
+    path.write_bytes(content)
+    assert_one_error_line(["prepare", "medmnist", path, "--out", tmp_path / "d"], "broken.npz", "not a readable .npz file")
+
+
+def test_an_output_that_cannot_be_written_is_named_not_its_temporary_file(tmp_path):
+    from pyro_adgm.checkpoint import atomic_write_bytes
+
+    def refused(tmp):
+        raise PermissionError(13, "Permission denied", str(tmp))
+
+    with pytest.raises(OSError) as error:
+        atomic_write_bytes(tmp_path / "grid.png", refused)
+    assert error.value.filename == str(tmp_path / "grid.png") and "Permission denied" in error.value.strerror
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_given_as_a_checkpoint_and_a_missing_run_directory(trained_run, tmp_path):
+    assert_one_error_line(["evaluate", "--checkpoint", trained_run], str(trained_run), "a folder; expected a checkpoint file")
+    assert_one_error_line(["train", "--resume", tmp_path / "nothere"], "nothere", "run directory not found")
+
+
+def test_evaluating_a_checkpoint_whose_dataset_moved_says_to_pass_data(tmp_path):
+    data = prepared_demo(tmp_path)
+    result = CliRunner().invoke(app, ["train", "--task", "2class", "--labels", "5", "--config", str(Path(__file__).with_name("fast_cli.toml")),
+                                      "--data", str(data), "--out", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data.rename(tmp_path / "moved")
+    assert_one_error_line(["evaluate", "--checkpoint", tmp_path / "run" / "best.pt"], "demo", "not there", "--data")
+    moved = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(tmp_path / "moved")])
+    assert moved.exit_code == 0, moved.output
