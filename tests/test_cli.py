@@ -82,6 +82,9 @@ def test_sample_writes_a_png_grid_of_the_class(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     grid = np.asarray(Image.open(out))
     assert grid.shape == (3 * 28 + 4 * 2, 3 * 28 + 4 * 2)
+    jpeg = tmp_path / "opacity.jpg"  # the format its name asks for
+    assert invoke("sample", "--checkpoint", run_dir / "best.pt", "--class", "opacity", "--n", 4, "--out", jpeg).exit_code == 0
+    assert Image.open(jpeg).format == "JPEG" and Image.open(out).format == "PNG"
 
 
 def test_predict_writes_csv_of_probabilities(run_dir, tmp_path):
