@@ -36,9 +36,19 @@ IMAGE_SUFFIXES = DICOM_SUFFIXES + PILLOW_SUFFIXES
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as error:
         raise ImageReadError("unreadable", f"{path}: cannot be read ({error.strerror or error})") from None
+    if not data:
+        raise ImageReadError("unreadable", f"{path}: empty file (0 bytes)")
+    return data
+
+
+def _pillow_reason(error: Exception) -> str:
+    """Pillow's reason without its in-memory buffer's repr (``cannot identify image file <_io.BytesIO ...>``)."""
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "no PNG or JPEG signature"
+    return str(error)
 
 
 def _is_dicom(path: Path, data: bytes) -> bool:
@@ -50,7 +60,7 @@ def _open_pillow(data: bytes, name: str) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageReadError("unreadable", f"{name}: not a readable PNG/JPEG image ({error})") from None
+        raise ImageReadError("unreadable", f"{name}: not a readable PNG/JPEG image ({_pillow_reason(error)})") from None
     return ImageOps.exif_transpose(image)
 
 
@@ -177,11 +187,11 @@ def prepare_image(path: str | Path, *, size: int, mode: str = "crop", voi_lut: b
             # Decoding only the luma at a reduced scale; the result matches convert("L") + resize closely.
             image.draft("L", (size, size))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageReadError("unreadable", f"{path}: not a readable PNG/JPEG image ({error})") from None
+        raise ImageReadError("unreadable", f"{path}: not a readable PNG/JPEG image ({_pillow_reason(error)})") from None
     try:
         image.load()
     except (OSError, ValueError, SyntaxError) as error:
-        raise ImageReadError("unreadable", f"{path}: image data could not be decoded ({error})") from None
+        raise ImageReadError("unreadable", f"{path}: image data could not be decoded ({_pillow_reason(error)})") from None
     image = ImageOps.exif_transpose(image)
     if image.mode == "L":
         return _pillow_square_uint8(image, size, mode), info

@@ -131,6 +131,8 @@ class Trainer:
         if self.world.is_main:
             write_metrics(self.run_dir, [r for r in read_metrics(self.run_dir) if int(r["epoch"]) <= self.epoch], self.columns)
         logger.info("resuming %s after epoch %d", self.run_dir, self.epoch)
+        if self.epoch >= self.config.resolved_epochs():
+            logger.info("the run has its %d epochs already: nothing to train (a larger --epochs goes on)", self.config.resolved_epochs())
 
     # one epoch
 

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +50,16 @@ def test_every_command_help_shows_an_example(command):
     assert "Example" in result.output and "pyro-adgm" in result.output
 
 
-def test_train_writes_run_and_resume_extends_it(run_dir):
+def test_train_writes_run_and_resume_extends_it(run_dir, caplog):
     assert (run_dir / "best.pt").is_file() and (run_dir / "report.json").is_file()
     result = invoke("train", "--resume", run_dir, "--epochs", "2")
     assert result.exit_code == 0, result.output
     with open(run_dir / "metrics.csv", newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+    with caplog.at_level(logging.INFO, logger="pyro_adgm"):
+        again = invoke("train", "--resume", run_dir, "--epochs", "2")  # finished: says so, trains nothing
+    assert again.exit_code == 0, again.output
+    assert "the run has its 2 epochs already: nothing to train" in caplog.text
 
 
 def test_evaluate_prints_table_and_writes_json_and_png(run_dir, tmp_path):
@@ -150,7 +155,7 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["train", "--data", "no/such/folder"], ["no/such/folder", "not a prepared dataset folder"]),
         (["train", "--task", "5class", *FAST], ["task '5class'", "2class, 3class"]),
         (["train", "--labels", "0"], ["--labels: expected a value at least 1, got 0"]),
-        (["train", "--resume", "no/such/run"], ["no/such/run", "config.json"]),
+        (["train", "--resume", "no/such/run"], ["no/such/run", "run directory not found"]),
         (["train", "--augment", "fancy"], ["--augment"]),
         (["train", *FAST, "--device", "cuda:7"], ["CUDA is not available"]),
         (["train", *FAST, "--device", "gpu"], ["device 'gpu'", "auto, cpu, cuda"]),

@@ -300,3 +300,11 @@ def test_evaluating_a_checkpoint_whose_dataset_moved_says_to_pass_data(tmp_path)
     assert_one_error_line(["evaluate", "--checkpoint", tmp_path / "run" / "best.pt"], "demo", "not there", "--data")
     moved = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(tmp_path / "moved")])
     assert moved.exit_code == 0, moved.output
+
+
+@pytest.mark.parametrize("content, fragment", [(b"", "empty file (0 bytes)"), (b"not an image at all", "no PNG or JPEG signature")])
+def test_predict_names_what_is_wrong_with_an_image_file(content, fragment, trained_run, tmp_path):
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(content)
+    line = assert_one_error_line(["predict", "--checkpoint", trained_run / "best.pt", scan], "scan.png", fragment)
+    assert "BytesIO" not in line
