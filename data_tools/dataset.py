@@ -67,6 +67,18 @@ class IndexTable:
         return len(self.id)
 
 
+def check_index_rows(rows: Sequence[Mapping[str, str]], class_names: Sequence[str] | None, where: Path) -> None:
+    """Raise an :class:`InputError` naming the line of ``where`` (index.csv) whose split is not train, val or test,
+    or whose class is not one of ``class_names`` (meta.json's; not checked when None): such a row would be left
+    out of every split or task without a word."""
+    known = None if class_names is None else set(class_names)
+    for line, row in enumerate(rows, start=2):
+        if row.get("split") not in SPLITS:
+            raise InputError(f"{where}: line {line}: split {row.get('split')!r}; expected one of {', '.join(SPLITS)}")
+        if known is not None and row.get("class_name") not in known:
+            raise InputError(f"{where}: line {line}: class {row.get('class_name')!r}; expected one of meta.json's class_names {sorted(known)}")
+
+
 class PreparedDataset:
     """Images, index and metadata of one prepared dataset, on disk (memory-mapped) or in memory.
 
@@ -108,6 +120,7 @@ class PreparedDataset:
             if missing:
                 raise InputError(f"{path / 'index.csv'}: missing column(s) {', '.join(missing)}")
             rows = list(reader)
+        check_index_rows(rows, meta.get("class_names"), path / "index.csv")
         images = read_image_array(path / "images.npy", len(rows))
         return cls(images, IndexTable.from_rows(rows), meta, path)
 

@@ -308,3 +308,16 @@ def test_predict_names_what_is_wrong_with_an_image_file(content, fragment, train
     scan.write_bytes(content)
     line = assert_one_error_line(["predict", "--checkpoint", trained_run / "best.pt", scan], "scan.png", fragment)
     assert "BytesIO" not in line
+
+
+@pytest.mark.parametrize("column, value, fragment", [("split", "trian", "split 'trian'; expected one of train, val, test"),
+                                                     ("class_name", "nromal", "class 'nromal'; expected one of meta.json's class_names")])  # fmt: skip
+def test_an_index_row_outside_the_splits_or_classes_is_named(column, value, fragment, tmp_path):
+    data = prepared_demo(tmp_path)
+    lines = (data / "index.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[3].split(",")
+    cells[header.index(column)] = value
+    lines[3] = ",".join(cells)
+    (data / "index.csv").write_text("\n".join(lines) + "\n")
+    assert_one_error_line(["train", "--data", data, "--epochs", "1"], "index.csv", "line 4", fragment)
