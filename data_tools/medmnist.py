@@ -137,6 +137,8 @@ def prepare_medmnist(
         else:
             class_names = [str(k) for k in range(max(present) + 1)]
     class_names = list(class_names)
+    if len(set(class_names)) != len(class_names):
+        raise InputError(f"class names (--class-names) {','.join(class_names)}: expected distinct names, one per label")
     if present and (present[0] < 0 or present[-1] >= len(class_names)):
         raise InputError(
             f"{npz_path}: labels {present[0]}..{present[-1]} but {len(class_names)} class names "

@@ -645,7 +645,21 @@ def _finalise(
         raise
     shutil.rmtree(staging.dir, ignore_errors=True)
     logger.info("wrote %d images to %s (%d failed, %d decoded in this run)", len(kept), out, len(failures), decoded_now)
+    for message in thin_dataset_warnings(full_meta["counts"], meta.get("class_names", ())):
+        logger.warning("%s: %s", out, message)
     return PrepareResult(
         path=out, n_images=len(kept), n_failed=len(failures), decoded_this_run=decoded_now,
         counts=full_meta["counts"], report_path=out / "report.json", report=report, note=note,
     )
+
+
+def thin_dataset_warnings(counts: dict[str, dict[str, int]], class_names: Sequence[str]) -> list[str]:
+    """What a prepared dataset lacks for training (its ``counts`` per split and class): a ``val`` split to choose
+    checkpoints on, or a second class. Warnings, not errors: such a dataset can still be evaluated on."""
+    messages = []
+    if not sum(counts.get("val", {}).values()):
+        messages.append("no images in the val split, which training needs (a larger --val-fraction, or more images)")
+    present = [name for name in class_names if counts.get("all", {}).get(name)]
+    if len(present) < 2:
+        messages.append(f"images of {len(present)} class{'es' if len(present) != 1 else ''} only ({', '.join(present) or 'none'}); training needs two or more")
+    return messages

@@ -54,6 +54,8 @@ def test_bad_files(tmp_path):
     few, _ = _npz(tmp_path / "few.npz", classes=3)
     with pytest.raises(InputError, match="2 class names"):
         prepare_medmnist(few, tmp_path / "out", class_names=["a", "b"])
+    with pytest.raises(InputError, match="a,a,b: expected distinct names"):
+        prepare_medmnist(few, tmp_path / "out", class_names=["a", "a", "b"])
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a readable .npz"):
         prepare_medmnist(tmp_path / "broken.npz", tmp_path / "out")

@@ -254,3 +254,14 @@ def test_bad_settings_name_the_argument_and_the_cli_option(tmp_path, option, mes
 def test_rsna_without_root_or_paths_says_which_are_needed(tmp_path):
     with pytest.raises(InputError, match=r"give root \(--root\), or all of images_dir, labels_csv and class_csv"):
         prepare_rsna(out=tmp_path / "out", size=8)
+
+
+def test_a_dataset_without_a_val_split_or_a_second_class_is_warned_about():
+    from data_tools.writer import thin_dataset_warnings
+
+    fine = {"train": {"a": 8, "b": 8}, "val": {"a": 1, "b": 1}, "all": {"a": 9, "b": 9}}
+    assert thin_dataset_warnings(fine, ["a", "b"]) == []
+    no_val = {"train": {"a": 8, "b": 8}, "all": {"a": 8, "b": 8}}
+    assert thin_dataset_warnings(no_val, ["a", "b"]) == ["no images in the val split, which training needs (a larger --val-fraction, or more images)"]
+    one_class = {"train": {"a": 8}, "val": {"a": 2}, "all": {"a": 10}}
+    assert thin_dataset_warnings(one_class, ["a", "b"]) == ["images of 1 class only (a); training needs two or more"]
