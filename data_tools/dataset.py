@@ -31,6 +31,7 @@ from data_tools.errors import InputError, reading_text
 FORMAT_VERSION = 1
 INDEX_COLUMNS = ("id", "patient", "class_name", "view", "split")
 SPLITS = ("train", "val", "test")
+MAX_SEED = 2**32 - 1  # the largest seed that NumPy's and PyTorch's generators take
 
 #: Task classes shared by every chest X-ray source: a task name maps each task class to source classes.
 TASK_CLASSES = {"2class": ("normal", "abnormal"), "3class": ("normal", "opacity", "not-normal")}

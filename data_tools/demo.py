@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.dataset import FORMAT_VERSION, IndexTable, PreparedDataset, stratified_split, tool_version
+from data_tools.dataset import FORMAT_VERSION, MAX_SEED, IndexTable, PreparedDataset, stratified_split, tool_version
 from data_tools.errors import InputError
 from data_tools.plan import PLAN_KEY, finished_with_plan, plan_fingerprint, unchanged_message
 
@@ -81,9 +81,9 @@ def render_phantom(rng: np.random.Generator, size: int, class_name: str) -> np.n
 
 def check_demo_settings(n_images, image_size, seed) -> None:
     """Raise an :class:`InputError` naming the setting unless the demo data can be drawn: at least one image per
-    class, 16 to 256 pixels a side (the sizes the networks take), a seed in NumPy's range [0, 2**32)."""
+    class, 16 to 256 pixels a side (the sizes the networks take), a seed from 0 to ``MAX_SEED``."""
     for name, value, low, high in (("n_images (--n-images)", n_images, len(DEMO_CLASSES), 10**7),
-                                   ("image_size (--size)", image_size, 16, 256), ("seed (--seed)", seed, 0, 2**32 - 1)):  # fmt: skip
+                                   ("image_size (--size)", image_size, 16, 256), ("seed (--seed)", seed, 0, MAX_SEED)):  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise InputError(f"demo {name}: expected an integer from {low} to {high}, got {value!r}")
 

@@ -16,6 +16,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from data_tools.dataset import MAX_SEED
 from data_tools.demo import DEMO_IMAGE_SIZE, DEMO_N_IMAGES, check_demo_settings
 from data_tools.errors import InputError
 from pyro_adgm.augment import BACKENDS
@@ -158,12 +159,12 @@ class TrainConfig:
     unlabelled_warmup_epochs: float | None = config_only(None, min=0.0)
     unlabelled_weight: float | str = config_only(BATCH_MEANS, above=0.0, named=(BATCH_MEANS,))
     lr: float = field(default=1e-4, metadata={"above": 0.0})
-    weight_decay: float = field(default=1e-5, metadata={"min": 0.0})
+    weight_decay: float = config_only(1e-5, min=0.0)
     decoupled_weight_decay: bool = config_only(True)
     betas: tuple[float, float] = config_only((0.9, 0.999))
     class_prior_lr: float = config_only(1e-2, above=0.0)
     weight_average_decay: float | None = config_only(0.999, above=0.0, below=1.0)
-    dropout: float = field(default=0.2, metadata={"min": 0.0, "below": 1.0})
+    dropout: float = config_only(0.2, min=0.0, below=1.0)
     likelihood: str = config_only(DEFAULT_LIKELIHOOD, choices=TRAINABLE_LIKELIHOODS)
     likelihood_reduction: str = config_only("sum", choices=LIKELIHOOD_REDUCTIONS)
     decoder_norm: str = config_only("group", choices=("group", "batch"))
@@ -176,7 +177,7 @@ class TrainConfig:
     binarize: bool = config_only(False)
     device: str = "auto"
     precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
-    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
+    seed: int = field(default=0, metadata={"min": 0, "max": MAX_SEED})
     tensorboard: bool = False
     max_seconds: float | None = config_only(None, above=0.0, infinite=True)
     eval_batch_size: int = config_only(256, min=1)

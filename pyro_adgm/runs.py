@@ -19,7 +19,7 @@ import pyro
 import torch
 import torch.nn.functional as F
 
-from data_tools.dataset import PreparedDataset, labelled_subset
+from data_tools.dataset import MAX_SEED, PreparedDataset, labelled_subset
 from data_tools.demo import make_demo_dataset
 from data_tools.errors import InputError
 from pyro_adgm import distributed
@@ -326,8 +326,8 @@ def sample(checkpoint: str | Path, class_name: str, *, n: int = 16, out: str | P
     """Write a PNG grid of ``n`` generated X-rays of ``class_name``."""
     if n < 1:
         raise InputError(f"number of images: expected at least 1, got {n}")
-    if seed is not None and not 0 <= seed < 2**32:
-        raise InputError(f"seed: expected an integer from 0 to {2**32 - 1}, got {seed}")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise InputError(f"seed: expected an integer from 0 to {MAX_SEED}, got {seed}")
     model, state = load_model(checkpoint, device, model=model)
     label = class_index(state, class_name, checkpoint)
     if seed is not None:

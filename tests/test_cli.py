@@ -160,7 +160,6 @@ def test_too_many_labels_names_class_and_count(tmp_path):
         (["train", *FAST, "--device", "cuda:7"], ["CUDA is not available"]),
         (["train", *FAST, "--device", "gpu"], ["device 'gpu'", "auto, cpu, cuda"]),
         (["train", *FAST, "--image-size", "300"], ["--image-size: expected a value at most 256, got 300"]),
-        (["train", *FAST, "--dropout", "1"], ["--dropout: expected a value below 1, got 1.0"]),
         (["train", *FAST, "--variant", "sdgm"], ["--variant"]),  # retired, as --lr-schedule and --labelled-weighting
         (["train", *FAST, "--lr-schedule", "cosine"], ["--lr-schedule"]),
         (["train", *FAST, "--precision", "fp16"], ["--precision", "'fp16' is not one of 'fp32', 'bf16'"]),

@@ -206,6 +206,10 @@ def test_a_run_resumed_from_another_folder_reads_the_data_it_was_trained_on(tmp_
     assert state["train_config"]["data"] == str(tmp_path / "a" / "data")
     resumed = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "run"), "--epochs", "2"])
     assert resumed.exit_code == 0, resumed.output
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)  # as older checkpoints hold it: as given
+    torch.save({**state, "train_config": {**state["train_config"], "data": "data"}}, tmp_path / "run" / "last.pt")
+    older = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "run"), "--epochs", "3"])
+    assert older.exit_code == 0, older.output  # read from the absolute path the checkpoint recorded, not b/data
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +253,7 @@ def test_sample_seed_out_of_range(trained_run):
 
 @pytest.mark.parametrize("settings, fragment", [
     ({"betas": [0.9, 2.0]}, "betas: expected two numbers in [0, 1)"),
+    ({"dropout": 1}, "dropout: expected a value below 1, got 1.0"),
     ({"architecture": {"a_dim": -1}}, "a_dim: expected a positive integer"),
     ({"architecture": {"channels": "abc"}}, "channels: expected positive integers"),
     ({"demo": {"n_images": -5}}, "n_images (--n-images): expected an integer from 3"),
