@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import logging
-import sys
 import typing
 from dataclasses import fields, replace
 
@@ -100,7 +98,8 @@ def train(config_file, out_dir, resume_dir, **settings):
         raise InputError("--resume: a run continues with the settings it was started with; only --epochs may be given with it")
     with distributed.sigterm_as_failure():  # under torchrun: stopped because another process failed, in one line
         if resume_dir is not None:
-            report, run_dir = runs.resume(resume_dir, epochs=given.get("epochs"))
+            epochs = config_of(None, given).epochs if given else None  # a bad --epochs named by its flag
+            report, run_dir = runs.resume(resume_dir, epochs=epochs)
         else:
             report, run_dir = runs.train(config_of(config_file, given), run_dir=out_dir)
     if distributed.environment_rank() == 0:  # once per run, under torchrun too
@@ -166,28 +165,16 @@ def predict(checkpoint, files, out_file, device):
       pyro-adgm predict --checkpoint runs/2class-adgm-50labels-seed0/best.pt scan1.dcm scan2.png > predictions.csv
       pyro-adgm predict --checkpoint runs/2class-adgm-50labels-seed0/best.pt scans/ --out predictions.csv
     """
-    import io
-    from pathlib import Path
-
     from data_tools.image_paths import expand_image_arguments
     from pyro_adgm.checkpoint import atomic_write_text
 
-    paths = expand_image_arguments(files)
-    if out_file is not None and not Path(out_file).resolve().parent.is_dir():
-        raise InputError(f"--out {out_file}: folder {Path(out_file).resolve().parent} does not exist")
-    rows = runs.predict(checkpoint, paths, device=device)
+    rows = runs.predict(checkpoint, expand_image_arguments(files), device=device)
+    text = runs.predictions_csv(rows)
     if out_file is None:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        click.echo(text, nl=False)
         return
-    out = Path(out_file)
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out, text.getvalue())  # a reader sees the old file or the whole new one
-    click.echo(f"wrote {len(rows)} predictions to {out}")
+    atomic_write_text(out_file, text)  # a reader sees the old file or the whole new one
+    click.echo(f"wrote {len(rows)} predictions to {out_file}")
 
 
 def format_report(report: dict) -> str:

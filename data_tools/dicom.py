@@ -71,8 +71,29 @@ def parse_dicom(data: bytes, name: str = "<bytes>") -> pydicom.Dataset:
     if "PixelData" not in ds:
         if not is_dicom_bytes(data):
             raise ImageReadError("unreadable", f"{name}: not a DICOM file (no DICM marker, no pixel data)")
+        if "Rows" in ds:  # an image's attributes without its pixels: most often a file cut short
+            raise ImageReadError("no-pixel-data", f"{name}: DICOM with Rows and Columns but no PixelData element (the file may be cut short)")
         raise ImageReadError("no-pixel-data", f"{name}: DICOM without pixel data (no PixelData element)")
+    if not ds.PixelData:
+        raise ImageReadError("no-pixel-data", f"{name}: DICOM whose PixelData element is empty (the file may be cut short)")
     return ds
+
+
+def check_native_size(ds: pydicom.Dataset, name: str) -> None:
+    """Raise ``unreadable`` when uncompressed pixel data holds fewer bytes than Rows x Columns x samples x frames
+    at BitsAllocated need (pydicom's own message names neither the attributes nor the likely cause)."""
+    if transfer_syntax(ds).is_compressed:
+        return
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 8)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    needed = -(-rows * columns * samples * frames * bits // 8)
+    if len(ds.PixelData) < needed:
+        raise ImageReadError(
+            "unreadable",
+            f"{name}: pixel data holds {len(ds.PixelData)} bytes where Rows {rows} x Columns {columns} x {samples} "
+            f"sample(s) of {bits} bits need {needed} (the file may be cut short, or Rows/Columns/BitsAllocated are wrong)",
+        )
 
 
 def transfer_syntax(ds: pydicom.Dataset) -> pydicom.uid.UID:
@@ -163,6 +184,7 @@ def _voi(values: np.ndarray, ds: pydicom.Dataset, lo: float, hi: float) -> tuple
 def pixels_to_unit(ds: pydicom.Dataset, *, voi_lut: bool = False, name: str = "<dataset>") -> np.ndarray:
     """Decode a parsed dataset's pixels into float32 (H, W) in [0, 1], bright = dense (see module docstring)."""
     check_decodable(ds, name)
+    check_native_size(ds, name)
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames != 1:
         raise ImageReadError("unsupported-image", f"{name}: {frames} frames; expected a single-frame image")

@@ -196,6 +196,8 @@ def prepare_rsna(
     same plan is left alone unless ``force`` (see :mod:`data_tools.writer`)."""
     if root is None and None in (images_dir, labels_csv, class_csv):
         raise InputError("give root (--root), or all of images_dir, labels_csv and class_csv (--images, --labels-csv, --class-csv)")
+    if root is not None and not Path(root).is_dir():
+        raise InputError(f"{root}: no such folder (expected the RSNA download folder, holding {LABELS_CSV})")
     base = Path(root) if root is not None else Path(".")
     images_dir = Path(images_dir) if images_dir is not None else base / IMAGES_DIR
     labels_csv = Path(labels_csv) if labels_csv is not None else base / LABELS_CSV

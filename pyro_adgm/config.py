@@ -187,6 +187,8 @@ class TrainConfig:
         hints = field_types()
         for f in fields(self):
             setattr(self, f.name, checked(f.name, getattr(self, f.name), hints[f.name], f.metadata))
+        if self.data is not None and not self.data.strip():  # Path("") is the current folder
+            raise InputError("data: expected a prepared dataset folder, got an empty path (leave it out for the demo phantoms)")
         self.demo = {**DEMO_DEFAULTS, **self.demo}
         self.architecture = {k: list(v) if isinstance(v, tuple) else v for k, v in self.architecture.items()}
         unknown = sorted(set(self.demo) - set(DEMO_DEFAULTS))

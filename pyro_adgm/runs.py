@@ -9,6 +9,8 @@ alone: started by ``torchrun --nproc-per-node N``, each process joins the run's 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -218,7 +220,7 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, max_seconds: float
     if not (run_dir / "last.pt").is_file():
         raise InputError(f"{run_dir}: no last.pt yet; the run finished no epoch, start it again instead")
     state = check_run_contents(load_checkpoint(run_dir / "last.pt", resume=True), run_dir / "last.pt")
-    # last.pt, not config.json, holds the epochs of the latest resume with a new number of epochs
+    # last.pt holds the settings of the latest resume (a new number of epochs); config.json is rewritten from them
     config = TrainConfig.from_dict(state["train_config"], source=str(run_dir / "last.pt"))
     recorded = state.get("data", {}).get("data")
     if config.data is not None and not Path(config.data).is_absolute() and recorded:
@@ -354,3 +356,12 @@ def predict(checkpoint: str | Path, files: Sequence[str | Path], *, device: str 
         {"file": str(path), "predicted": names[int(p.argmax())], **{f"p_{name}": float(p[k]) for k, name in enumerate(names)}}
         for path, p in zip(files, probs)
     ]
+
+
+def predictions_csv(rows: list[dict]) -> str:
+    """The rows of :func:`predict` as CSV text with a header line (columns file, predicted, p_<class>...)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()

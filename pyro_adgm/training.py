@@ -223,11 +223,12 @@ class Trainer:
         cfg, main = self.config, self.world.is_main
         if resume:
             self.resume()
-        elif main:
+        if main:  # on a resume too: the settings it goes on with (a new --epochs), and a damaged file made whole
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "config.json", {"version": CONFIG_VERSION, "train": cfg.to_dict(), "model": self.model.config,
                                                              "class_names": list(self.data.class_names), "data": self.data.description})  # fmt: skip
-            write_metrics(self.run_dir, [], self.columns)
+            if not resume:
+                write_metrics(self.run_dir, [], self.columns)
         distributed.broadcast_module(self.model, self.world)  # every rank starts from rank 0's weights
         rows = read_metrics(self.run_dir) if main else []
         scalars = EpochScalars(self.run_dir) if cfg.tensorboard and main else None

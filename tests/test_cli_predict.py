@@ -86,6 +86,9 @@ def test_bad_arguments_end_with_one_line(checkpoint, tmp_path):
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert result.output.startswith("Error: ") and fragment in result.output, result.output
     write_png(tmp_path / "one.png", phantom(30, 30))
-    result = _invoke("predict", "--checkpoint", checkpoint, tmp_path / "one.png", "--out", tmp_path / "no" / "p.csv")
-    assert result.exit_code == 1 and f"--out {tmp_path / 'no' / 'p.csv'}: folder {tmp_path / 'no'} does not exist" in result.output
+    result = _invoke("predict", "--checkpoint", checkpoint, tmp_path / "one.png", "--out", tmp_path / "new" / "p.csv")
+    assert result.exit_code == 0 and (tmp_path / "new" / "p.csv").read_text().startswith("file,predicted,"), result.output  # as sample does
+    (tmp_path / "a-file").write_text("")
+    result = _invoke("predict", "--checkpoint", checkpoint, tmp_path / "one.png", "--out", tmp_path / "a-file" / "p.csv")
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {tmp_path / 'a-file'}"), result.output
     assert "folder" in _invoke("predict", "--help").output and "sub-folders" in _invoke("predict", "--help").output

@@ -123,6 +123,32 @@ def test_bad_files_name_the_reason(tmp_path):
         load_grayscale(tmp_path / "broken.png")
 
 
+def test_uncompressed_dicoms_cut_short_or_mislabelled_say_so(tmp_path):
+    from pydicom import dcmread
+
+    plain = write_dicom(tmp_path / "plain.dcm", stored_values(phantom(16, 16), 8))
+    data = plain.read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:-40])  # inside the pixel data
+    (tmp_path / "header-only.dcm").write_bytes(data[: data.index(b"\xe0\x7f\x10\x00")])  # before the PixelData tag
+    ds = dcmread(plain)
+    ds.Rows = 64
+    ds.save_as(tmp_path / "rows.dcm")
+    ds = dcmread(plain)
+    ds.PixelData = b""
+    ds.save_as(tmp_path / "empty.dcm")
+    expected = {
+        "cut.dcm": ("unreadable", "pixel data holds 216 bytes where Rows 16 x Columns 16 x 1 sample(s) of 8 bits need 256"),
+        "rows.dcm": ("unreadable", "pixel data holds 256 bytes where Rows 64 x Columns 16"),
+        "header-only.dcm": ("no-pixel-data", "Rows and Columns but no PixelData element (the file may be cut short)"),
+        "empty.dcm": ("no-pixel-data", "PixelData element is empty"),
+    }
+    for name, (kind, fragment) in expected.items():
+        with pytest.raises(ImageReadError) as caught:
+            load_grayscale(tmp_path / name)
+        assert caught.value.kind == kind, (name, str(caught.value))
+        assert str(caught.value).startswith(str(tmp_path / name)) and fragment in str(caught.value), str(caught.value)
+
+
 def test_real_monochrome1_is_the_inverse_of_monochrome2():
     folder = shared_data_or_skip("dicom-extra")
     one = prepare_image(folder / "siim_pneumothorax_monochrome1.dcm", size=225)[0].astype(float)

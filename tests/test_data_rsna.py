@@ -1,6 +1,7 @@
 """`prepare rsna`: CSVs to one label per patient, bad input counted and reported, the real 16-image sample."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -132,8 +133,12 @@ def test_too_many_unreadable_images_stop_the_run(tmp_path):
             lambda root: [p.unlink() for p in (root / "stage_2_train_images").glob("*.dcm")],
             "no image files",
         ),
+        (
+            lambda root: shutil.rmtree(root),
+            "rsna: no such folder \\(expected the RSNA download folder",
+        ),
     ],
-    ids=["renamed-csv", "renamed-column", "empty-folder"],
+    ids=["renamed-csv", "renamed-column", "empty-folder", "missing-root"],
 )
 def test_bad_layout_fails_before_any_work(tmp_path, damage, message):
     root = tmp_path / "rsna"

@@ -191,7 +191,7 @@ def test_prepare_refuses_an_output_folder_that_holds_its_inputs(tmp_path):
     assert again.exit_code == 0, again.output  # a prepared dataset is replaced
 
 
-def test_a_run_resumed_from_another_folder_reads_the_data_it_was_trained_on(tmp_path, monkeypatch):
+def test_a_run_resumed_from_another_folder_reads_the_data_it_was_trained_on_and_rewrites_its_config(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     monkeypatch.chdir(tmp_path / "a")
@@ -208,8 +208,12 @@ def test_a_run_resumed_from_another_folder_reads_the_data_it_was_trained_on(tmp_
     assert resumed.exit_code == 0, resumed.output
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)  # as older checkpoints hold it: as given
     torch.save({**state, "train_config": {**state["train_config"], "data": "data"}}, tmp_path / "run" / "last.pt")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["epochs"] == 2  # rewritten by the resume
+    (tmp_path / "run" / "config.json").write_text('{"train": {"epo')  # damaged
     older = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "run"), "--epochs", "3"])
     assert older.exit_code == 0, older.output  # read from the absolute path the checkpoint recorded, not b/data
+    train = json.loads((tmp_path / "run" / "config.json").read_text())["train"]  # made whole again
+    assert train["epochs"] == 3 and train["data"] == str(tmp_path / "a" / "data")
 
 
 @pytest.fixture(scope="module")
@@ -239,10 +243,11 @@ def test_a_checkpoint_with_missing_or_malformed_contents(command, change, fragme
 @pytest.mark.parametrize("args, fragment", [
     (["train", "--labels", "5", "--seed", "-1"], "--seed: expected a value at least 0"),
     (["train", "--labels", "5", "--seed", str(2**32)], "--seed: expected a value at most"),
+    (["train", "--labels", "5", "--data", ""], "--data: expected a prepared dataset folder, got an empty path"),
     (["prepare", "demo", "--out", "{tmp}/d", "--size", "100000"], "image_size (--size): expected an integer from 16 to 256"),
     (["prepare", "demo", "--out", "{tmp}/d", "--n-images", "0"], "n_images (--n-images): expected an integer from 3"),
 ])  # fmt: skip
-def test_out_of_range_numbers_are_named(args, fragment, tmp_path):
+def test_bad_option_values_are_named(args, fragment, tmp_path):
     assert_one_error_line([a.replace("{tmp}", str(tmp_path)) for a in args], fragment.split(":")[0].split(" ")[0], fragment)
 
 
@@ -294,6 +299,7 @@ def test_an_output_that_cannot_be_written_is_named_not_its_temporary_file(tmp_pa
 def test_a_folder_given_as_a_checkpoint_and_a_missing_run_directory(trained_run, tmp_path):
     assert_one_error_line(["evaluate", "--checkpoint", trained_run], str(trained_run), "a folder; expected a checkpoint file")
     assert_one_error_line(["train", "--resume", tmp_path / "nothere"], "nothere", "run directory not found")
+    assert_one_error_line(["train", "--resume", trained_run, "--epochs", "0"], "--epochs", "--epochs: expected a value at least 1")
 
 
 def test_evaluating_a_checkpoint_whose_dataset_moved_says_to_pass_data(tmp_path):
