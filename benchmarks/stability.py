@@ -129,13 +129,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     parser.add_argument("--out", type=Path, default=Path("runs/stability"))
     parser.add_argument("--summarise-only", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="demo phantoms, 2 epochs, 3 labels per class, 2 settings")
+    parser.add_argument("--quick", action="store_true", help="demo phantoms, 2 epochs, 3 labels per class, 2 settings, 2 at a time")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         data_options, args.labels, args.epochs, args.warmup_epochs = {"demo": {"n_images": 90, "image_size": 28}}, [3], 2, 1
-        args.settings = ["bound-raw", "bound-avg"]
+        args.settings, args.jobs = ["bound-raw", "bound-avg"], max(args.jobs, 2)  # the two runs side by side
     else:
         prepared = args.out / "prepared"
         if not (prepared / "meta.json").exists() and not args.summarise_only:
