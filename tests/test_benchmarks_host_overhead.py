@@ -23,11 +23,11 @@ def has_revision(revision):
 
 def test_host_overhead_quick_times_the_plain_and_the_fast_step_with_the_same_losses(tmp_path):
     module = load("host_overhead")
-    baseline = [] if has_revision(module.BASELINE) else ["--baseline", "none"]  # a clone without the history: this tree alone
-    results = module.main(["--quick", "--profile", *baseline, "--json", str(tmp_path / "out.json")])
+    with_baseline = has_revision(module.BASELINE)  # a clone without the history: this tree alone
+    results = module.main(["--quick", "--profile", *([] if with_baseline else ["--baseline", "none"]), "--json", str(tmp_path / "out.json")])
     assert (tmp_path / "out.json").is_file()
     *before, plain, fast = results["variants"]
-    if not baseline:  # the model code after the host-overhead work computes the same losses as before it
+    if with_baseline:  # the model code after the host-overhead work computes the same losses as before it
         assert before[0]["name"].startswith("before") and before[0]["root"] != "this tree"
         assert plain["loss_difference"] <= 1e-6 and fast["loss_difference"] <= 1e-6
     assert (plain["fast_step"], fast["fast_step"]) == (False, True)
